@@ -1,0 +1,116 @@
+"""Build the tiny LLaVA from config: CLIP-style ViT -> Linear-GELU-Linear projector ->
+Llama-style LM, with a locally trained tokenizer and a `LlavaProcessor`.
+
+The result is a plain `LlavaForConditionalGeneration` checkpoint: `AutoModelForImageTextToText`
+and `AutoProcessor` load it offline from its folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+from vrm.model.tokenizer import IMAGE_TOKEN, train_tokenizer
+
+
+@dataclass
+class TinyVLMConfig:
+    """Sizes of the tiny VLM. 64 image tokens for a 64x64 image with ``patch_size=8``."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 192
+    vision_layers: int = 4
+    vision_heads: int = 4
+    lm_hidden: int = 256
+    lm_layers: int = 4
+    lm_heads: int = 4
+    lm_intermediate: int = 768
+    vocab_size: int = 1024
+    max_positions: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if self.vision_hidden % self.vision_heads or self.lm_hidden % self.lm_heads:
+            raise ValueError("hidden sizes must divide by their head counts")
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def build_processor(cfg: TinyVLMConfig, corpus: Iterable[str]) -> LlavaProcessor:
+    """Tokenizer trained on ``corpus`` + a CLIP image processor that squashes any image to size."""
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    image_processor = CLIPImageProcessorPil(
+        size={"height": cfg.image_size, "width": cfg.image_size},
+        do_center_crop=False,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    # num_additional_image_tokens=1 with the "default" strategy: the CLS feature is dropped, so
+    # one <image> becomes exactly (image_size/patch_size)^2 tokens, matching the features.
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=cfg.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template,
+        image_token=IMAGE_TOKEN,
+    )
+
+
+def build_tiny_vlm(cfg: TinyVLMConfig, corpus: Iterable[str]) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A randomly initialised tiny LLaVA and its processor (tokenizer trained on ``corpus``)."""
+    processor = build_processor(cfg, corpus)
+    tok = processor.tokenizer
+    vision = CLIPVisionConfig(
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=4 * cfg.vision_hidden,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.lm_hidden,
+        intermediate_size=cfg.lm_intermediate,
+        num_hidden_layers=cfg.lm_layers,
+        num_attention_heads=cfg.lm_heads,
+        num_key_value_heads=cfg.lm_heads,
+        max_position_embeddings=cfg.max_positions,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=cfg.image_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",
+        # A from-scratch tower has no "generic last layer" to skip: use all of it.
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, processor

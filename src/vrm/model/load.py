@@ -1,0 +1,53 @@
+"""Load and save any HF image-text-to-text model (local folder or hub id) the same way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vrm import VrmError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+
+
+def load_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32):
+    """Load (model, processor) from a checkpoint folder or a hub id; the embedded model by default.
+
+    Hub ids are fetched only when the user names one and ``HF_HUB_OFFLINE`` is not set; a missing
+    folder, an offline hub id or an incompatible checkpoint raise a one-line `VrmError`.
+    """
+    path = str(path or DEFAULT_MODEL_DIR)
+    local = Path(path)
+    looks_local = local.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1
+    if looks_local and not (local / "config.json").is_file():
+        raise VrmError(f"{path}: no model checkpoint here (config.json missing)")
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        where = "folder" if looks_local else "hub id (offline, or not found)"
+        raise VrmError(f"cannot load model {path!r} as a {where}: {str(e).splitlines()[0]}") from None
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise VrmError(f"{path}: incompatible checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    model.eval()
+    return model, processor
+
+
+def save_model(model, processor, out_dir: str | Path) -> Path:
+    """Save a standard HF checkpoint atomically: write beside, then swap folders."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,52 @@
+"""The two core objects: a `Sample` (one question about one image, with its ground truth)
+and the `Task` protocol that makes samples from seeds and scores answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+
+@dataclass
+class Sample:
+    """One visual question with everything needed to check it.
+
+    Attributes:
+        id: stable identifier, e.g. ``"shapes-9000001"``.
+        image: the RGB image the question is about.
+        question: the question text.
+        answer: the ground-truth answer, as text.
+        task: the registered name of the task that made it.
+        family: the question family (``count_all``, ``query_colour`` ...), for per-family metrics.
+        choices: the options of a multiple-choice question, if any.
+        trace: the ground truth behind the answer, in plain JSON (scene, program steps, states).
+            Formats turn it into reasoning targets; `vrm data export` writes it as ``meta``.
+    """
+
+    id: str
+    image: Image.Image
+    question: str
+    answer: str
+    task: str
+    family: str = "all"
+    choices: list[str] | None = None
+    trace: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    """A source of samples with a verifier.
+
+    ``sample(seed)`` must be a pure function of the seed (and the task's parameters): the same seed
+    gives an identical sample, on any machine.
+    """
+
+    name: str
+    families: tuple[str, ...]
+
+    def sample(self, seed: int) -> Sample: ...
+
+    def score(self, sample: Sample, answer: str) -> float: ...
+
+    def caption(self, sample: Sample) -> str: ...

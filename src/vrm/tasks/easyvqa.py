@@ -1,0 +1,72 @@
+"""`easyvqa`: the easy-VQA dataset (one coloured shape per 64x64 image), read from the PyPI
+package `easy-vqa`, which carries its 4,000/1,000 images and 38,575/9,673 questions."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from vrm import VrmError
+from vrm.answers import answers_match
+from vrm.images import load_image
+from vrm.tasks.base import Sample
+
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+def family_of(question: str, answer: str) -> str:
+    if answer in ("yes", "no"):
+        return "yes_no"
+    return "shape" if answer in SHAPES else "colour"
+
+
+@dataclass
+class EasyVQATask:
+    """easy-VQA questions of one split; ``sample(seed)`` draws a row, ``get(i)`` reads row i."""
+
+    split: str = "train"
+    name: str = "easyvqa"
+    families: tuple[str, ...] = ("shape", "colour", "yes_no")
+    _rows: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test"):
+            raise VrmError(f"easyvqa split must be 'train' or 'test', not {self.split!r}")
+        try:
+            import easy_vqa
+        except ImportError:
+            raise VrmError("easyvqa needs the PyPI package 'easy-vqa' (pip install easy-vqa)") from None
+        get_q = easy_vqa.get_train_questions if self.split == "train" else easy_vqa.get_test_questions
+        get_p = easy_vqa.get_train_image_paths if self.split == "train" else easy_vqa.get_test_image_paths
+        texts, answers, image_ids = get_q()
+        self._paths = get_p()
+        self._rows = list(zip(texts, answers, image_ids))
+        # What each image shows, read off its own labels: the trace behind every answer.
+        self._truth: dict[int, dict] = defaultdict(dict)
+        for text, answer, image_id in self._rows:
+            fam = family_of(text, answer)
+            if fam != "yes_no":
+                self._truth[image_id][fam] = answer
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, index: int) -> Sample:
+        text, answer, image_id = self._rows[index]
+        question = text[0].upper() + text[1:]
+        trace = {"split": self.split, "image_id": image_id, **self._truth.get(image_id, {})}
+        return Sample(f"{self.name}-{self.split}-{index}", load_image(self._paths[image_id]), question,
+                      answer, self.name, family_of(text, answer), None, trace)
+
+    def sample(self, seed: int) -> Sample:
+        return self.get(random.Random(f"{self.name}-{seed}").randrange(len(self)))
+
+    def score(self, sample: Sample, answer: str) -> float:
+        return float(answers_match(answer, sample.answer))
+
+    def caption(self, sample: Sample) -> str:
+        shape, colour = sample.trace.get("shape"), sample.trace.get("colour")
+        if shape and colour:
+            return f"1 shape: a {colour} {shape}."
+        return f"1 shape: a {shape or colour or 'coloured'} shape."
