@@ -25,10 +25,10 @@ from vrm.model.tokenizer import IMAGE_TOKEN, train_tokenizer
 
 @dataclass
 class TinyVLMConfig:
-    """Sizes of the tiny VLM. 64 image tokens for a 64x64 image with ``patch_size=8``."""
+    """Sizes of the tiny VLM. 16 image tokens for a 64x64 image with ``patch_size=16``: one token per grid cell of `shapes`."""
 
     image_size: int = 64
-    patch_size: int = 8
+    patch_size: int = 16
     vision_hidden: int = 192
     vision_layers: int = 4
     vision_heads: int = 4
@@ -38,6 +38,7 @@ class TinyVLMConfig:
     lm_intermediate: int = 768
     vocab_size: int = 1024
     max_positions: int = 512
+    tokenizer_corpus: int = 3000  # samples per task whose text trains the tokenizer
     seed: int = 0
 
     def __post_init__(self) -> None:

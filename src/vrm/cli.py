@@ -1,0 +1,203 @@
+"""`vrm` command line: demo, ask, eval, data export, train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from vrm import VrmError  # noqa: E402
+
+
+def _threads(n: int = 2) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def cmd_demo(args) -> None:
+    """Questions from every registered task, answered by the model; a table and an HTML report."""
+    from vrm.eval.report import write_report
+    from vrm.eval.run import evaluate, format_table
+    from vrm.model import load_model
+    from vrm.tasks import TASKS, eval_samples, get_task
+
+    _threads()
+    t0 = time.time()
+    model, processor = load_model(args.model)
+    pairs, images = [], {}
+    for name in sorted(TASKS):
+        task = get_task(name, **({"split": "test"} if name == "easyvqa" else {}))
+        for s in eval_samples(task, n=args.n, seed=args.seed):
+            pairs.append((task, s))
+            images[s.id] = s.image
+    summary, records = evaluate(model, processor, pairs, "direct", progress=not args.quiet, total=len(pairs))
+    print(format_table(summary, f"vrm demo: {args.model or 'embedded model'}, {args.n} held-out questions per task"))
+    report = write_report(Path(args.out) / "report.html", summary, records, images, "vrm demo")
+    print(f"report: {report}  ({time.time() - t0:.1f}s)")
+
+
+def cmd_ask(args) -> None:
+    from vrm.formats import get_format
+    from vrm.images import load_image
+    from vrm.infer.generate import generate
+    from vrm.model import load_model
+
+    _threads()
+    image = load_image(args.image)
+    model, processor = load_model(args.model)
+    fmt = get_format(args.format)
+    out = generate(model, processor, [image], [args.question], max_new_tokens=args.max_new_tokens)[0]
+    parsed = fmt.parse(out)
+    if args.show_reasoning:
+        for name, text in parsed.stages.items():
+            print(f"[{name}] {text}")
+        print(f"[output] {out}")
+    print(parsed.answer if parsed.ok else f"(unparsed) {out}")
+
+
+def cmd_eval(args) -> None:
+    from vrm.eval.report import write_report
+    from vrm.eval.run import evaluate, format_table
+    from vrm.model import load_model
+    from vrm.tasks import JsonlTask, eval_samples, get_task, is_dataset
+
+    _threads()
+    if bool(args.task) == bool(args.data):
+        raise VrmError("give exactly one of --task NAME or --data FILE.jsonl")
+    if args.data:
+        task = JsonlTask(args.data)
+    else:
+        params = {"split": args.split} if args.task == "easyvqa" else {}
+        task = get_task(args.task, **params)
+    samples = list(eval_samples(task, n=args.n, seed=args.seed)) if args.report else eval_samples(task, n=args.n, seed=args.seed)
+    total = (min(args.n, len(task)) if args.n else len(task)) if is_dataset(task) else (args.n or 1000)
+    model, processor = load_model(args.model)
+    summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
+                                batch_size=args.batch_size, progress=not args.quiet, total=total)
+    print(format_table(summary, f"{args.task or args.data} ({args.format})"))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**summary, "model": args.model or "embedded", "format": args.format,
+                                   "task": args.task, "data": args.data, "seed": args.seed}, indent=2))
+    if args.records:
+        Path(args.records).write_text("".join(json.dumps(r) + "\n" for r in records))
+    if args.report:
+        path = write_report(Path(args.report) / "report.html", summary, records, {s.id: s.image for s in samples})
+        print(f"report: {path}")
+
+
+def cmd_export(args) -> None:
+    from tqdm.auto import tqdm
+
+    from vrm.config import parse_overrides
+    from vrm.tasks import TEST_SEED_BASE, get_task, is_dataset, write_dataset
+
+    params = parse_overrides(args.params)
+    if args.task == "easyvqa":
+        params["split"] = args.split
+    task = get_task(args.task, **params)
+    if is_dataset(task):
+        from vrm.tasks import eval_samples
+
+        samples = eval_samples(task, n=args.n, seed=args.seed)
+        n = min(args.n, len(task)) if args.n else len(task)
+    else:
+        base = TEST_SEED_BASE if args.split == "test" else 0
+        n = args.n or 1000
+        samples = (task.sample(base + args.seed + i) for i in range(n))
+    with tqdm(total=n, desc="export", disable=args.quiet) as bar:
+        path = write_dataset(samples, args.out, bar)
+    print(f"wrote {n} rows to {path}")
+
+
+def cmd_train(args) -> None:
+    from vrm.config import load_config
+    from vrm.train import align, sft
+
+    stages = {"align": (align.AlignConfig, align.run), "sft": (sft.SFTConfig, sft.run)}
+    names = ["align", "sft"] if args.stage == "all" else [args.stage]
+    t0 = time.time()
+    for name in names:
+        cls, run = stages[name]
+        cfg = load_config(cls, args.recipe, name if args.recipe else None, args.overrides)
+        run(cfg)
+    print(f"wall time {time.time() - t0:.0f}s")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vrm", description="visual reasoning models")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="answer held-out questions of every task; table + out/demo/report.html")
+    d.add_argument("--model", help="checkpoint folder or hub id (default: the embedded model)")
+    d.add_argument("--n", type=int, default=100, help="questions per task")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("ask", help="ask one question about one image")
+    a.add_argument("question")
+    a.add_argument("--image", required=True)
+    a.add_argument("--model")
+    a.add_argument("--format", default="direct")
+    a.add_argument("--show-reasoning", action="store_true")
+    a.add_argument("--max-new-tokens", type=int, default=64)
+    a.set_defaults(func=cmd_ask)
+
+    e = sub.add_parser("eval", help="accuracy on a task or a JSONL dataset")
+    e.add_argument("--task")
+    e.add_argument("--data", help="a data.jsonl file")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--n", type=int, help="number of questions (default: 1000, or the whole dataset)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--model")
+    e.add_argument("--format", default="direct")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--json", help="write the summary here")
+    e.add_argument("--records", help="write per-sample records (JSONL) here")
+    e.add_argument("--report", help="write an HTML report into this folder")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="datasets in and out").add_subparsers(dest="action", required=True)
+    x = data.add_parser("export", help="write DIR/data.jsonl + DIR/images/")
+    x.add_argument("--task", required=True)
+    x.add_argument("--n", type=int)
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--split", default="train", choices=["train", "test"])
+    x.add_argument("--out", required=True)
+    x.add_argument("--quiet", action="store_true")
+    x.add_argument("params", nargs="*", help="task parameters as key=value (e.g. max_objects=8)")
+    x.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("train", help="train a stage of the LLaVA recipe (align, sft) or both (all)")
+    t.add_argument("stage", choices=["align", "sft", "all"])
+    t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VrmError as e:
+        print(f"vrm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vrm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Config from a YAML recipe plus ``key=value`` overrides, into a typed dataclass.
+
+Dotted keys reach nested fields (``tiny.lm_hidden=128``, ``tasks.shapes=2``); values are read as
+YAML (``steps=100`` is an int, ``trainable=[lm]`` a list). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence, TypeVar, get_type_hints
+
+import yaml
+
+from vrm import VrmError
+
+T = TypeVar("T")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``.
+
+    >>> parse_overrides(["steps=10", "tiny.lm_hidden=64", "tasks={shapes: 1}"])
+    {'steps': 10, 'tiny': {'lm_hidden': 64}, 'tasks': {'shapes': 1}}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise VrmError(f"expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        *parents, last = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """YAML reads ``3e-3`` as text and ``1`` as an int: convert to the field's scalar type."""
+    try:
+        if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return float(value)
+        if hint is int and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise VrmError(f"option {name!r} must be a number, got {value!r}") from None
+    return value
+
+
+def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
+    """Instantiate dataclass ``cls`` from a dict, nested dataclasses included, with clear errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise VrmError(f"unknown option(s) {sorted(unknown)}{where}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = build(type(default), {**dataclasses.asdict(default), **value}, f" in {name}")
+        elif isinstance(default, dict) and isinstance(value, dict) and name != "tasks":
+            value = {**default, **value} if name == "task_params" else value
+        kwargs[name] = coerce(value, hints.get(name), name)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise VrmError(f"bad config{where}: {e}") from None
+
+
+def load_config(cls: type[T], recipe: str | Path | None, section: str | None, overrides: Sequence[str] = ()) -> T:
+    """Defaults of ``cls`` <- ``recipe[section]`` <- ``overrides``."""
+    values: dict[str, Any] = {}
+    if recipe:
+        path = Path(recipe)
+        if not path.is_file():
+            raise VrmError(f"{path}: recipe not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise VrmError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if section:
+            if section not in data:
+                raise VrmError(f"{path}: no '{section}' section (has: {', '.join(data)})")
+            data = data[section] or {}
+        values = data
+    return build(cls, merge(values, parse_overrides(overrides)))

@@ -1,0 +1,76 @@
+"""Evaluate a model on (task, sample) pairs: generate, parse with the format, score with the task."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+from tqdm.auto import tqdm
+
+from vrm.formats import get_format
+from vrm.infer.generate import generate
+from vrm.tasks import Sample, Task
+
+
+def summarize(records: list[dict]) -> dict:
+    """Accuracy overall, per task and per question family (``task/family``).
+
+    >>> summarize([{"task": "t", "family": "a", "correct": 1.0}, {"task": "t", "family": "b", "correct": 0.0}])
+    {'accuracy': 0.5, 'n': 2, 'per_task': {'t': 0.5}, 'per_family': {'t/a': 1.0, 't/b': 0.0}}
+    """
+    by_task, by_family = defaultdict(list), defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r["correct"])
+        by_family[f"{r['task']}/{r['family']}"].append(r["correct"])
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return {
+        "accuracy": mean([r["correct"] for r in records]),
+        "n": len(records),
+        "per_task": {k: mean(v) for k, v in sorted(by_task.items())},
+        "per_family": {k: mean(v) for k, v in sorted(by_family.items())},
+    }
+
+
+def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str = "direct",
+             batch_size: int = 64, max_new_tokens: int = 32, progress: bool = True,
+             total: int | None = None) -> tuple[dict, list[dict]]:
+    """Answer every sample greedily; returns (summary, per-sample records)."""
+    fmt = get_format(format)
+    records: list[dict] = []
+    bar = tqdm(total=total, desc="eval", unit="q", disable=not progress, leave=False)
+    batch: list[tuple[Task, Sample]] = []
+
+    def flush():
+        questions = [fmt.prompt(s) for _, s in batch]
+        outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens)
+        for (task, s), out in zip(batch, outputs):
+            parsed = fmt.parse(out)
+            records.append({
+                "id": s.id, "task": s.task, "family": s.family, "question": s.question,
+                "answer": s.answer, "output": out, "prediction": parsed.answer, "parsed": parsed.ok,
+                "correct": task.score(s, parsed.answer) if parsed.ok else 0.0,
+            })
+        bar.update(len(batch))
+        batch.clear()
+
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    bar.close()
+    return summarize(records), records
+
+
+def format_table(summary: dict, title: str = "") -> str:
+    """A plain-text table: per task and per family accuracy."""
+    lines = [title] if title else []
+    lines.append(f"{'':30s} {'accuracy':>9s}")
+    for name, acc in summary["per_task"].items():
+        lines.append(f"{name:30s} {100 * acc:8.1f}%")
+        for fam, facc in summary["per_family"].items():
+            if fam.startswith(name + "/"):
+                lines.append(f"  {fam.split('/', 1)[1]:28s} {100 * facc:8.1f}%")
+    lines.append(f"{'overall (n=%d)' % summary['n']:30s} {100 * summary['accuracy']:8.1f}%")
+    return "\n".join(lines)

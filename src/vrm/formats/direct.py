@@ -1,0 +1,50 @@
+"""`direct`: the answer alone. `caption`: a dense description of the image from its trace,
+the target of the alignment stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vrm.tasks.base import Sample, Task
+
+CAPTION_PROMPT = "Describe the image."
+
+
+@dataclass
+class Parsed:
+    """A completion read back: the final answer, the stages found, and whether parsing worked."""
+
+    answer: str
+    stages: dict[str, str] = field(default_factory=dict)
+    ok: bool = True
+
+
+class DirectFormat:
+    name = "direct"
+
+    def prompt(self, sample: Sample) -> str:
+        return sample.question
+
+    def target(self, sample: Sample, task: Task | None = None) -> str:
+        return sample.answer
+
+    def parse(self, completion: str) -> Parsed:
+        """The whole completion is the answer.
+
+        >>> DirectFormat().parse("  3 ").answer
+        '3'
+        """
+        answer = completion.strip()
+        return Parsed(answer, {}, bool(answer))
+
+
+class CaptionFormat(DirectFormat):
+    name = "caption"
+
+    def prompt(self, sample: Sample) -> str:
+        return CAPTION_PROMPT
+
+    def target(self, sample: Sample, task: Task | None = None) -> str:
+        if task is None:
+            raise ValueError("the caption format needs the sample's task to describe its trace")
+        return task.caption(sample)

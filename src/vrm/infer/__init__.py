@@ -1,0 +1,1 @@
+"""Inference: generation backends and (in later issues) search over reasoning."""

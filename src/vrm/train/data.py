@@ -1,0 +1,74 @@
+"""Training batches: a seeded stream of samples from a task mixture, encoded with loss on the
+answer tokens only.
+
+The samples of step ``s`` are a pure function of (seed, s), so a resumed run sees exactly the
+batches an uninterrupted one would: no repeated or lost data.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+
+from vrm.infer.generate import prompt_text, user_messages
+from vrm.tasks import TEST_SEED_BASE, Sample, Task, is_dataset
+
+IGNORE = -100
+
+
+def step_samples(tasks: Sequence[Task], weights: Sequence[float], step: int, batch_size: int,
+                 seed: int) -> list[tuple[Task, Sample]]:
+    """The samples of one optimiser step, drawn from training seeds (< `TEST_SEED_BASE`)."""
+    out = []
+    for i in range(batch_size):
+        rng = random.Random(f"batch-{seed}-{step}-{i}")
+        task = rng.choices(tasks, weights=weights)[0]
+        s = rng.randrange(len(task)) if is_dataset(task) else rng.randrange(TEST_SEED_BASE)
+        out.append((task, task.get(s) if is_dataset(task) else task.sample(s)))
+    return out
+
+
+def target_text(processor, question: str, answer: str) -> str:
+    """What the assistant turn adds after the generation prompt: the answer and its end token."""
+    prompt = prompt_text(processor, question)
+    full = processor.apply_chat_template(
+        user_messages(question) + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}])
+    if not full.startswith(prompt):
+        raise ValueError("chat template renders the prompt differently with an answer; cannot mask it")
+    return full[len(prompt):].rstrip()
+
+
+def encode(processor, sample: Sample, question: str, answer: str) -> dict[str, torch.Tensor]:
+    """One example: prompt (image expanded to its tokens) + target; labels only on the target."""
+    enc = processor(images=[sample.image], text=[prompt_text(processor, question)], return_tensors="pt")
+    target = processor.tokenizer(target_text(processor, question, answer), add_special_tokens=False,
+                                 return_tensors="pt")["input_ids"]
+    prompt_ids = enc.pop("input_ids")
+    enc.pop("attention_mask", None)
+    input_ids = torch.cat([prompt_ids, target], dim=1)[0]
+    labels = torch.cat([torch.full_like(prompt_ids, IGNORE), target], dim=1)[0]
+    return {"input_ids": input_ids, "labels": labels, **{k: v for k, v in enc.items()}}
+
+
+def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token rows; concatenate image tensors (pixel_values, image_grid_thw, ...).
+
+    Shapes: input_ids/labels/attention_mask (B, T); image tensors as the processor made them.
+    """
+    width = max(len(e["input_ids"]) for e in examples)
+    batch = {
+        "input_ids": torch.full((len(examples), width), pad_id, dtype=torch.long),
+        "labels": torch.full((len(examples), width), IGNORE, dtype=torch.long),
+        "attention_mask": torch.zeros((len(examples), width), dtype=torch.long),
+    }
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        batch["input_ids"][i, :n] = e["input_ids"]
+        batch["labels"][i, :n] = e["labels"]
+        batch["attention_mask"][i, :n] = 1
+    for key in examples[0]:
+        if key not in batch:
+            batch[key] = torch.cat([e[key] for e in examples], dim=0)
+    return batch

@@ -1,0 +1,267 @@
+"""The training loop both LLaVA stages share: config, setup, step, evaluate, checkpoint, resume.
+
+Checkpoints are accelerate states (model, optimiser, scheduler, RNG) written to a temporary folder
+and renamed, so a kill at any moment leaves the previous checkpoint whole. Batches are a pure
+function of (seed, step): a resumed run continues with exactly the next step's data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from vrm import VrmError
+from vrm.eval.run import evaluate
+from vrm.formats import get_format
+from vrm.model.build import TinyVLMConfig, build_tiny_vlm
+from vrm.model.load import load_model, save_model
+from vrm.tasks import eval_samples, get_task
+from vrm.train.data import collate, encode, step_samples
+
+PARTS = ("vision", "projector", "lm")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage. Align and SFT differ in defaults only (see align.py, sft.py)."""
+
+    model: str = "scratch"  # "scratch" builds the tiny VLM from `tiny`; else a path or hub id
+    tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig)
+    tasks: dict[str, float] = field(default_factory=lambda: {"shapes": 1.0, "easyvqa": 1.0})
+    task_params: dict[str, dict] = field(default_factory=dict)
+    formats: dict[str, float] = field(default_factory=lambda: {"direct": 1.0})
+    eval_format: str = "direct"
+    trainable: list[str] = field(default_factory=lambda: ["projector", "lm"])
+    lora_r: int = 0  # > 0: LoRA adapters of this rank on the LM instead of full LM weights
+    steps: int = 1000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # bf16 autocast is ~17x slower on CPUs without AVX512-BF16
+    eval_every: int = 200
+    eval_n: int = 200
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    out_dir: str = "runs/train"
+    seed: int = 0
+    threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tiny, dict):
+            self.tiny = TinyVLMConfig(**self.tiny)
+        bad = set(self.trainable) - set(PARTS)
+        if bad or not self.trainable:
+            raise ValueError(f"trainable must be a non-empty subset of {PARTS}, got {self.trainable}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("mixed_precision must be no, bf16 or fp16")
+        for name in self.formats:
+            get_format(name)
+        if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
+            raise ValueError("steps, batch_size, grad_accum, save_every and eval_every must be >= 1")
+
+
+def part_of(param_name: str) -> str:
+    """Which of vision / projector / lm a parameter belongs to (LLaVA and Qwen2-VL naming)."""
+    if "multi_modal_projector" in param_name or ".merger." in param_name:
+        return "projector"
+    if "vision_tower" in param_name or ".visual." in param_name or param_name.startswith("visual."):
+        return "vision"
+    return "lm"
+
+
+def set_trainable(model, parts: list[str]) -> int:
+    """Freeze every parameter outside ``parts``; returns the number of trainable parameters."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(part_of(name) in parts)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def add_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lm_linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and part_of(n + ".weight") == "lm" and "lm_head" not in n})
+    extra = [p for p in ("vision", "projector") if p in cfg.trainable]
+    keep = {"projector": ["multi_modal_projector"], "vision": ["vision_tower"]}
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=lm_linear,
+                      exclude_modules=r".*(vision_tower|visual|multi_modal_projector).*",
+                      modules_to_save=[m for p in extra for m in keep[p]] or None)
+    return get_peft_model(model, lora)
+
+
+def corpus(tasks, n: int = 3000) -> list[str]:
+    """Text to train the tiny tokenizer on: questions, answers and captions of every task."""
+    texts = []
+    for task in tasks:
+        for seed in range(n):
+            s = task.sample(seed)
+            texts += [s.question, s.answer, task.caption(s)]
+    return texts
+
+
+def base_model(cfg: TrainConfig, tasks, out: Path, main: bool):
+    """The starting weights, saved once under ``out/base`` so a resumed run rebuilds the same model."""
+    base = out / "base"
+    if not (base / "config.json").is_file():
+        if cfg.model == "scratch":
+            model, processor = build_tiny_vlm(cfg.tiny, corpus(tasks, cfg.tiny.tokenizer_corpus))
+        else:
+            model, processor = load_model(cfg.model)
+        if main:
+            save_model(model, processor, base)
+        return model, processor
+    return load_model(base)
+
+
+def checkpoints(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "DONE").is_file())
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) -> None:
+    final = out / "checkpoints" / f"step_{step:07d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / "DONE").write_text(json.dumps({"step": step}))
+        os.replace(tmp, final)
+        for old in checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def log(out: Path, entry: dict) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def truncate_log(out: Path, step: int) -> None:
+    """Drop log lines past the resumed checkpoint (they will be written again)."""
+    path = out / "log.jsonl"
+    if path.is_file():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run one stage to ``cfg.steps``, resuming from the newest checkpoint in ``cfg.out_dir``.
+
+    Returns the folder of the final HF checkpoint (``out_dir/final``).
+    """
+    torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    out = Path(cfg.out_dir)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    tasks = [get_task(name, **cfg.task_params.get(name, {})) for name in cfg.tasks]
+    weights = list(cfg.tasks.values())
+    model, processor = base_model(cfg, tasks, out, main)
+    accelerator.wait_for_everyone()
+    n_train = set_trainable(model, cfg.trainable)
+    if cfg.lora_r:
+        model = add_lora(model, cfg)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    start = 0
+    done = checkpoints(out)
+    if done:
+        accelerator.load_state(str(done[-1]))
+        start = json.loads((done[-1] / "DONE").read_text())["step"]
+        if main:
+            truncate_log(out, start)
+    elif main:
+        (out / "log.jsonl").unlink(missing_ok=True)
+
+    eval_tasks = [get_task(name, **{**cfg.task_params.get(name, {}), **({"split": "test"} if name == "easyvqa" else {})})
+                  for name in cfg.tasks]
+    fmt_names, fmt_weights = list(cfg.formats), list(cfg.formats.values())
+    pad_id = processor.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = processor.tokenizer.eos_token_id
+
+    def run_eval(step: int) -> dict:
+        model.eval()
+        pairs = [(t, s) for t in eval_tasks for s in eval_samples(t, n=cfg.eval_n, seed=0)]
+        with accelerator.autocast():
+            summary, _ = evaluate(accelerator.unwrap_model(model), processor, pairs, cfg.eval_format,
+                                  progress=False)
+        model.train()
+        return summary
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=out.name, unit="step", disable=not (main and cfg.progress))
+    t0, losses = time.time(), []
+    import random
+
+    for step in range(start, cfg.steps):
+        for micro in range(cfg.grad_accum):
+            with accelerator.accumulate(model):
+                draw = step * cfg.grad_accum + micro
+                pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index)
+                examples = []
+                for i, (task, sample) in enumerate(pairs):
+                    fmt = get_format(random.Random(f"fmt-{cfg.seed}-{draw}-{i}").choices(fmt_names, fmt_weights)[0])
+                    examples.append(encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task)))
+                batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        scheduler.step()
+        done_steps = step + 1
+        bar.update(1)
+        if not math.isfinite(losses[-1]):
+            raise VrmError(f"loss became {losses[-1]} at step {done_steps}; lower lr or check the data")
+        entry = None
+        if done_steps % cfg.log_every == 0 or done_steps == cfg.steps:
+            entry = {"step": done_steps, "loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0],
+                     "elapsed": round(time.time() - t0, 1)}
+            losses.clear()
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        if done_steps % cfg.eval_every == 0 or done_steps == cfg.steps:
+            entry = entry or {"step": done_steps}
+            entry["eval"] = run_eval(done_steps)
+            bar.write(f"step {done_steps}: eval accuracy {100 * entry['eval']['accuracy']:.1f}% "
+                      + " ".join(f"{k} {100 * v:.1f}%" for k, v in entry["eval"]["per_task"].items()))
+        if entry and main:
+            log(out, entry)
+        if done_steps % cfg.save_every == 0 or done_steps == cfg.steps:
+            save_checkpoint(accelerator, out, done_steps, cfg.keep_checkpoints)
+    bar.close()
+
+    final = out / "final"
+    accelerator.wait_for_everyone()
+    if main:
+        model_out = accelerator.unwrap_model(model)
+        if cfg.lora_r:
+            model_out = model_out.merge_and_unload()
+        save_model(model_out, processor, final)
+        print(f"trained {n_train / 1e6:.2f}M parameters for {cfg.steps} steps -> {final}")
+    return final

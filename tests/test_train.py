@@ -1,0 +1,117 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vrm import VrmError
+from vrm.config import load_config, parse_overrides
+from vrm.model import load_model
+from vrm.tasks import get_task
+from vrm.train.data import IGNORE, collate, encode, step_samples
+from vrm.train.loop import TrainConfig, part_of, set_trainable, train
+from vrm.train.sft import SFTConfig
+
+TINY = ["tiny.vision_hidden=32", "tiny.vision_layers=1", "tiny.vision_heads=2", "tiny.lm_hidden=32",
+        "tiny.lm_layers=1", "tiny.lm_heads=2", "tiny.lm_intermediate=64", "tiny.tokenizer_corpus=200",
+        "tasks={shapes: 1.0}", "batch_size=4", "eval_n=4", "progress=false", "model=scratch", "log_every=1"]
+
+
+def tiny_cfg(tmp_path, *extra):
+    return load_config(SFTConfig, None, None, TINY + [f"out_dir={tmp_path}", *extra])
+
+
+def test_step_samples_are_a_function_of_step():
+    tasks = [get_task("shapes")]
+    a = [s.id for _, s in step_samples(tasks, [1.0], 3, 8, 0)]
+    assert a == [s.id for _, s in step_samples(tasks, [1.0], 3, 8, 0)]
+    assert a != [s.id for _, s in step_samples(tasks, [1.0], 4, 8, 0)]
+    assert all(int(i.split("-")[1]) < 9_000_000 for i in a)
+
+
+def test_labels_cover_only_the_answer(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    from vrm.model.build import build_tiny_vlm
+    from vrm.train.loop import corpus
+    _, processor = build_tiny_vlm(cfg.tiny, corpus([get_task("shapes")], 50))
+    s = get_task("shapes").sample(0)
+    ex = encode(processor, s, s.question, s.answer)
+    labelled = ex["labels"][ex["labels"] != IGNORE]
+    assert processor.tokenizer.decode(labelled) == s.answer + "<|end|>"
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert int((ex["input_ids"] == image_id).sum()) == 16
+    batch = collate([ex, encode(processor, s, "Describe the image.", "a long caption " * 5)], 0)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert batch["pixel_values"].shape == (2, 3, 64, 64)
+    assert batch["attention_mask"][0].sum() == len(ex["input_ids"])
+
+
+def test_parts_and_freezing():
+    assert part_of("model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight") == "vision"
+    assert part_of("model.multi_modal_projector.linear_1.weight") == "projector"
+    assert part_of("model.language_model.layers.0.self_attn.q_proj.weight") == "lm"
+    assert part_of("model.visual.merger.mlp.0.weight") == "projector"
+    assert part_of("model.visual.blocks.0.attn.qkv.weight") == "vision"
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = tiny_cfg(tmp_path, "steps=7", "trainable=[lm]")
+    assert (cfg.steps, cfg.trainable, cfg.tiny.lm_hidden, cfg.lr) == (7, ["lm"], 32, 2e-4)
+    with pytest.raises(VrmError, match="unknown option"):
+        tiny_cfg(tmp_path, "stepz=3")
+    with pytest.raises(VrmError, match="trainable"):
+        tiny_cfg(tmp_path, "trainable=[eyes]")
+    with pytest.raises(VrmError, match="unknown format"):
+        tiny_cfg(tmp_path, "formats={poetry: 1}")
+    assert parse_overrides(["a.b.c=1.5"]) == {"a": {"b": {"c": 1.5}}}
+
+
+def test_training_learns_and_freezes(tmp_path):
+    cfg = tiny_cfg(tmp_path, "steps=30", "lr=3e-3", "warmup_steps=5", "eval_every=100", "save_every=100",
+                   "trainable=[projector, lm]", "task_params={shapes: {families: [exists]}}")
+    final = train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == list(range(1, 31))
+    first, last = sum(e["loss"] for e in log[:5]) / 5, sum(e["loss"] for e in log[-5:]) / 5
+    assert last < first * 0.65, (first, last)  # from ln(vocab) towards the answer tokens
+    base, done = load_file(tmp_path / "base" / "model.safetensors"), load_file(final / "model.safetensors")
+    vision = [k for k in base if part_of(k) == "vision"]
+    assert vision and all(torch.equal(base[k], done[k]) for k in vision)
+    lm = [k for k in base if part_of(k) == "lm"]
+    assert any(not torch.equal(base[k], done[k]) for k in lm)
+    model, _ = load_model(final)
+    assert model.config.model_type == "llava"
+
+
+def _cli(tmp_path, steps):
+    return [sys.executable, "-m", "vrm.cli", "train", "sft", *TINY, f"out_dir={tmp_path}", f"steps={steps}",
+            "save_every=2", "eval_every=100", "keep_checkpoints=2"]
+
+
+def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    straight = tmp_path / "straight"
+    subprocess.run(_cli(straight, 10), check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(killed, 10), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_0000004" / "DONE").exists():
+        assert time.time() < deadline and proc.poll() is None, "training ended before the kill"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists()
+    subprocess.run(_cli(killed, 10), check=True, env=env, capture_output=True)
+    a = load_file(straight / "final" / "model.safetensors")
+    b = load_file(killed / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+    assert len(list((killed / "checkpoints").glob("step_*"))) == 2
