@@ -16,6 +16,7 @@ from vrm.infer.generate import prompt_text, user_messages
 from vrm.tasks import TEST_SEED_BASE, Sample, Task, is_dataset
 
 IGNORE = -100
+TOKEN_ROWS = ("mm_token_type_ids",)  # processor outputs with one entry per token
 
 
 def step_samples(tasks: Sequence[Task], weights: Sequence[float], step: int, batch_size: int,
@@ -49,7 +50,11 @@ def encode(processor, sample: Sample, question: str, answer: str) -> dict[str, t
     enc.pop("attention_mask", None)
     input_ids = torch.cat([prompt_ids, target], dim=1)[0]
     labels = torch.cat([torch.full_like(prompt_ids, IGNORE), target], dim=1)[0]
-    return {"input_ids": input_ids, "labels": labels, **{k: v for k, v in enc.items()}}
+    out = {"input_ids": input_ids, "labels": labels}
+    for key in TOKEN_ROWS:  # per-token rows (Qwen2-VL's M-RoPE types): the target is text, 0
+        if key in enc:
+            out[key] = torch.cat([enc.pop(key), torch.zeros_like(target)], dim=1)[0]
+    return {**out, **enc}
 
 
 def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -63,11 +68,17 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
         "labels": torch.full((len(examples), width), IGNORE, dtype=torch.long),
         "attention_mask": torch.zeros((len(examples), width), dtype=torch.long),
     }
+    for key in TOKEN_ROWS:
+        if key in examples[0]:
+            batch[key] = torch.zeros((len(examples), width), dtype=examples[0][key].dtype)
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
         batch["input_ids"][i, :n] = e["input_ids"]
         batch["labels"][i, :n] = e["labels"]
         batch["attention_mask"][i, :n] = 1
+        for key in TOKEN_ROWS:
+            if key in e:
+                batch[key][i, :n] = e[key]
     for key in examples[0]:
         if key not in batch:
             batch[key] = torch.cat([e[key] for e in examples], dim=0)

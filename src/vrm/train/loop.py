@@ -97,7 +97,7 @@ def add_lora(model, cfg: TrainConfig):
     lm_linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                         if isinstance(m, torch.nn.Linear) and part_of(n + ".weight") == "lm" and "lm_head" not in n})
     extra = [p for p in ("vision", "projector") if p in cfg.trainable]
-    keep = {"projector": ["multi_modal_projector"], "vision": ["vision_tower"]}
+    keep = {"projector": ["multi_modal_projector", "merger"], "vision": ["vision_tower"]}
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=lm_linear,
                       exclude_modules=r".*(vision_tower|visual|multi_modal_projector).*",
                       modules_to_save=[m for p in extra for m in keep[p]] or None)

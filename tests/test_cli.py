@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vrm.cli import main
+from vrm.model import DEFAULT_MODEL_DIR
+
+HAS_MODEL = (DEFAULT_MODEL_DIR / "config.json").is_file()
+needs_model = pytest.mark.skipif(not HAS_MODEL, reason="embedded model not built (vrm train all --recipe recipes/tiny.yaml)")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["eval", "--task", "nope"], "unknown task 'nope'"),
+    (["eval", "--task", "shapes", "--model", "/no/such/model"], "/no/such/model: no model checkpoint"),
+    (["eval"], "exactly one of --task"),
+    (["ask", "--image", "/no/such.png", "q?"], "image file not found"),
+    (["data", "export", "--task", "shapes", "--out", "x", "colour=red"], "no parameter"),
+    (["train", "sft", "stepz=1"], "unknown option"),
+    (["train", "sft", "--recipe", "/no/recipe.yaml"], "recipe not found"),
+])
+def test_bad_input_is_one_clear_line(capsys, argv, msg):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("vrm: error:") and msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_export_then_malformed_line_names_file_and_line(tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "export", "--task", "shapes", "--n", "3", "--seed", "1", "--quiet",
+                       "--out", str(tmp_path), "max_objects=3")
+    assert code == 0 and "wrote 3 rows" in out
+    rows = [json.loads(line) for line in (tmp_path / "data.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["shapes-1", "shapes-2", "shapes-3"]
+    assert all(len(r["meta"]["trace"]["objects"]) <= 3 for r in rows)
+    with open(tmp_path / "data.jsonl", "a") as f:
+        f.write("{oops\n")
+    code, _, err = run(capsys, "eval", "--data", str(tmp_path / "data.jsonl"))
+    assert code == 2 and "data.jsonl:4: not valid JSON" in err
+
+
+def test_corrupt_image_via_ask(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, _, err = run(capsys, "ask", "--image", str(bad), "How many shapes are there?")
+    assert code == 2 and "not a readable image" in err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "vrm.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "demo" in out.stdout and "train" in out.stdout
+
+
+@needs_model
+def test_embedded_model_answers_and_demo_writes_report(tmp_path, capsys):
+    from vrm.tasks import get_task
+    sample = get_task("shapes", families=["query_colour"]).sample(9_000_123)
+    image = tmp_path / "x.png"
+    sample.image.save(image)
+    code, out, _ = run(capsys, "ask", "--image", str(image), sample.question)
+    assert code == 0 and out.strip() == sample.answer
+    code, out, _ = run(capsys, "demo", "--n", "40", "--quiet", "--out", str(tmp_path / "demo"))
+    assert code == 0 and "shapes" in out and "easyvqa" in out
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert html.count('class="card') == 80 and "data:image/png;base64," in html
+
+
+@needs_model
+def test_embedded_model_eval_json(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    code, out, _ = run(capsys, "eval", "--task", "shapes", "--n", "128", "--quiet", "--json", str(out_json))
+    result = json.loads(out_json.read_text())
+    assert code == 0 and result["n"] == 128 and set(result["per_family"]) >= {"shapes/count_all", "shapes/exists"}
+    assert result["accuracy"] >= 0.9  # the shipped model must actually work
