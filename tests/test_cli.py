@@ -21,6 +21,7 @@ def run(capsys, *argv):
     (["eval", "--task", "nope"], "unknown task 'nope'"),
     (["eval", "--task", "shapes", "--model", "/no/such/model"], "/no/such/model: no model checkpoint"),
     (["eval"], "exactly one of --task"),
+    (["eval", "--task", "shapes", "--model", "no-such-org/no-such-vlm"], "cannot load model 'no-such-org/no-such-vlm' as a hub id"),
     (["ask", "--image", "/no/such.png", "q?"], "image file not found"),
     (["data", "export", "--task", "shapes", "--out", "x", "colour=red"], "no parameter"),
     (["train", "sft", "stepz=1"], "unknown option"),

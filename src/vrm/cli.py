@@ -128,6 +128,12 @@ def cmd_train(args) -> None:
         cls, run = stages[name]
         cfg = load_config(cls, args.recipe, name if args.recipe else None, args.overrides)
         run(cfg)
+        print(f"learning curve of {name} ({cfg.out_dir}/log.jsonl):")
+        for line in (Path(cfg.out_dir) / "log.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            if "eval" in entry:
+                tasks = "  ".join(f"{k} {100 * v:5.1f}%" for k, v in entry["eval"]["per_task"].items())
+                print(f"  step {entry['step']:6d}  {entry.get('elapsed', 0):7.0f}s  accuracy {100 * entry['eval']['accuracy']:5.1f}%  {tasks}")
     print(f"wall time {time.time() - t0:.0f}s")
 
 

@@ -48,7 +48,7 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
             records.append({
                 "id": s.id, "task": s.task, "family": s.family, "question": s.question,
                 "answer": s.answer, "output": out, "prediction": parsed.answer, "parsed": parsed.ok,
-                "correct": task.score(s, parsed.answer) if parsed.ok else 0.0,
+                "correct": fmt.score(s, task, parsed.answer) if parsed.ok else 0.0,
             })
         bar.update(len(batch))
         batch.clear()

@@ -37,6 +37,10 @@ class DirectFormat:
         answer = completion.strip()
         return Parsed(answer, {}, bool(answer))
 
+    def score(self, sample: Sample, task: Task, answer: str) -> float:
+        """1.0 when the parsed answer is right, by the task's own verifier."""
+        return task.score(sample, answer)
+
 
 class CaptionFormat(DirectFormat):
     name = "caption"
@@ -48,3 +52,7 @@ class CaptionFormat(DirectFormat):
         if task is None:
             raise ValueError("the caption format needs the sample's task to describe its trace")
         return task.caption(sample)
+
+    def score(self, sample: Sample, task: Task, answer: str) -> float:
+        """Exact match with the trace's caption (every object, attribute and cell right)."""
+        return float(" ".join(answer.split()) == task.caption(sample))

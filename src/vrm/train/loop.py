@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -215,17 +216,16 @@ def train(cfg: TrainConfig) -> Path:
 
     bar = tqdm(total=cfg.steps, initial=start, desc=out.name, unit="step", disable=not (main and cfg.progress))
     t0, losses = time.time(), []
-    import random
-
     for step in range(start, cfg.steps):
         for micro in range(cfg.grad_accum):
             with accelerator.accumulate(model):
                 draw = step * cfg.grad_accum + micro
                 pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index)
-                examples = []
-                for i, (task, sample) in enumerate(pairs):
-                    fmt = get_format(random.Random(f"fmt-{cfg.seed}-{draw}-{i}").choices(fmt_names, fmt_weights)[0])
-                    examples.append(encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task)))
+                # One format per micro-batch: mixing a long caption into a batch of short answers
+                # would pad every row to the caption's length.
+                fmt = get_format(random.Random(f"fmt-{cfg.seed}-{draw}").choices(fmt_names, fmt_weights)[0])
+                examples = [encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task))
+                            for task, sample in pairs]
                 batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
                 loss = model(**batch).loss
                 accelerator.backward(loss)
