@@ -52,6 +52,24 @@ class TinyVLMConfig:
         return (self.image_size // self.patch_size) ** 2
 
 
+@torch.no_grad()
+def init_2d_positions(weight: torch.Tensor, grid: int) -> None:
+    """Start the ViT's learned position embeddings at a 2-D sin-cos pattern (row and column).
+
+    Random 0.02-scale positions leave a from-scratch model unable to tell which patch is which
+    for hundreds of steps, so "what is in row 2, column 3" stays at chance; with (row, column)
+    codes present from step 0 the LM only has to learn to match them. Shapes: weight
+    (1 + grid*grid, hidden); row 0 is the CLS position and keeps its random start.
+    """
+    hidden = weight.shape[1]
+    quarter = hidden // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1)))
+    idx = torch.arange(grid * grid)
+    rows, cols = (idx // grid).float()[:, None] * freqs, (idx % grid).float()[:, None] * freqs
+    table = torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1)
+    weight[1:, : table.shape[1]] = table
+
+
 def build_processor(cfg: TinyVLMConfig, corpus: Iterable[str]) -> LlavaProcessor:
     """Tokenizer trained on ``corpus`` + a CLIP image processor that squashes any image to size."""
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
@@ -112,6 +130,8 @@ def build_tiny_vlm(cfg: TinyVLMConfig, corpus: Iterable[str]) -> tuple[LlavaForC
     )
     torch.manual_seed(cfg.seed)
     model = LlavaForConditionalGeneration(config)
+    init_2d_positions(model.model.vision_tower.embeddings.position_embedding.weight,
+                      cfg.image_size // cfg.patch_size)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, processor
