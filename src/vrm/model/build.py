@@ -30,7 +30,7 @@ class TinyVLMConfig:
     image_size: int = 64
     patch_size: int = 16
     vision_hidden: int = 192
-    vision_layers: int = 4
+    vision_layers: int = 1  # deeper from-scratch towers blur which patch is which (see README)
     vision_heads: int = 4
     lm_hidden: int = 256
     lm_layers: int = 4
