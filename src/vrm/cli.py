@@ -32,7 +32,7 @@ def cmd_demo(args) -> None:
     model, processor = load_model(args.model)
     pairs, images = [], {}
     for name in sorted(TASKS):
-        task = get_task(name, **({"split": "test"} if name == "easyvqa" else {}))
+        task = get_task(name, split="test")
         for s in eval_samples(task, n=args.n, seed=args.seed):
             pairs.append((task, s))
             images[s.id] = s.image
@@ -65,18 +65,16 @@ def cmd_eval(args) -> None:
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate, format_table
     from vrm.model import load_model
-    from vrm.tasks import JsonlTask, eval_samples, get_task, is_dataset
+    from vrm.tasks import JsonlTask, count_samples, eval_samples, get_task
 
     _threads()
     if bool(args.task) == bool(args.data):
         raise VrmError("give exactly one of --task NAME or --data FILE.jsonl")
-    if args.data:
-        task = JsonlTask(args.data)
-    else:
-        params = {"split": args.split} if args.task == "easyvqa" else {}
-        task = get_task(args.task, **params)
-    samples = list(eval_samples(task, n=args.n, seed=args.seed)) if args.report else eval_samples(task, n=args.n, seed=args.seed)
-    total = (min(args.n, len(task)) if args.n else len(task)) if is_dataset(task) else (args.n or 1000)
+    task = JsonlTask(args.data) if args.data else get_task(args.task, split=args.split)
+    samples = eval_samples(task, n=args.n, seed=args.seed)
+    if args.report:
+        samples = list(samples)  # the report needs the images again
+    total = count_samples(task, args.n)
     model, processor = load_model(args.model)
     summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
                                 batch_size=args.batch_size, progress=not args.quiet, total=total)
@@ -97,21 +95,11 @@ def cmd_export(args) -> None:
     from tqdm.auto import tqdm
 
     from vrm.config import parse_overrides
-    from vrm.tasks import TEST_SEED_BASE, get_task, is_dataset, write_dataset
+    from vrm.tasks import count_samples, eval_samples, get_task, write_dataset
 
-    params = parse_overrides(args.params)
-    if args.task == "easyvqa":
-        params["split"] = args.split
-    task = get_task(args.task, **params)
-    if is_dataset(task):
-        from vrm.tasks import eval_samples
-
-        samples = eval_samples(task, n=args.n, seed=args.seed)
-        n = min(args.n, len(task)) if args.n else len(task)
-    else:
-        base = TEST_SEED_BASE if args.split == "test" else 0
-        n = args.n or 1000
-        samples = (task.sample(base + args.seed + i) for i in range(n))
+    task = get_task(args.task, **{**parse_overrides(args.params), "split": args.split})
+    samples = eval_samples(task, n=args.n, seed=args.seed, split=args.split)
+    n = count_samples(task, args.n)
     with tqdm(total=n, desc="export", disable=args.quiet) as bar:
         path = write_dataset(samples, args.out, bar)
     print(f"wrote {n} rows to {path}")

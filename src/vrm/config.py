@@ -71,8 +71,6 @@ def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = build(type(default), {**dataclasses.asdict(default), **value}, f" in {name}")
-        elif isinstance(default, dict) and isinstance(value, dict) and name != "tasks":
-            value = {**default, **value} if name == "task_params" else value
         kwargs[name] = coerce(value, hints.get(name), name)
     try:
         return cls(**kwargs)

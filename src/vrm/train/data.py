@@ -31,9 +31,9 @@ def step_samples(tasks: Sequence[Task], weights: Sequence[float], step: int, bat
     return out
 
 
-def target_text(processor, question: str, answer: str) -> str:
-    """What the assistant turn adds after the generation prompt: the answer and its end token."""
-    prompt = prompt_text(processor, question)
+def target_text(processor, prompt: str, question: str, answer: str) -> str:
+    """What the assistant turn adds after ``prompt`` (the generation prompt of ``question``):
+    the answer and its end token."""
     full = processor.apply_chat_template(
         user_messages(question) + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}])
     if not full.startswith(prompt):
@@ -43,8 +43,9 @@ def target_text(processor, question: str, answer: str) -> str:
 
 def encode(processor, sample: Sample, question: str, answer: str) -> dict[str, torch.Tensor]:
     """One example: prompt (image expanded to its tokens) + target; labels only on the target."""
-    enc = processor(images=[sample.image], text=[prompt_text(processor, question)], return_tensors="pt")
-    target = processor.tokenizer(target_text(processor, question, answer), add_special_tokens=False,
+    prompt = prompt_text(processor, question)
+    enc = processor(images=[sample.image], text=[prompt], return_tensors="pt")
+    target = processor.tokenizer(target_text(processor, prompt, question, answer), add_special_tokens=False,
                                  return_tensors="pt")["input_ids"]
     prompt_ids = enc.pop("input_ids")
     enc.pop("attention_mask", None)

@@ -198,8 +198,7 @@ def train(cfg: TrainConfig) -> Path:
     elif main:
         (out / "log.jsonl").unlink(missing_ok=True)
 
-    eval_tasks = [get_task(name, **{**cfg.task_params.get(name, {}), **({"split": "test"} if name == "easyvqa" else {})})
-                  for name in cfg.tasks]
+    eval_tasks = [get_task(name, **{**cfg.task_params.get(name, {}), "split": "test"}) for name in cfg.tasks]
     fmt_names, fmt_weights = list(cfg.formats), list(cfg.formats.values())
     pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
