@@ -125,6 +125,17 @@ def cmd_train(args) -> None:
     print(f"wall time {time.time() - t0:.0f}s")
 
 
+def cmd_serve(args) -> None:
+    from vrm.serve import Limits, serve
+
+    _threads()
+    limits = Limits(max_queue=args.max_queue, max_tokens=args.max_tokens, timeout_s=args.timeout,
+                    max_request_bytes=args.max_request_mb * 1_000_000)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"vrm serve: listening on {args.host}, reachable from other machines", file=sys.stderr)
+    serve(args.model, args.host, args.port, limits, "warning" if args.quiet else "info")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vrm", description="visual reasoning models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,6 +188,17 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
     t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("serve", help="OpenAI-compatible API (POST /v1/chat/completions) and a web page at /")
+    v.add_argument("--model", help="checkpoint folder or hub id (default: the embedded model)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--max-queue", type=int, default=32, help="requests that may wait; past this a 429")
+    v.add_argument("--max-tokens", type=int, default=512, help="cap on max_tokens per request")
+    v.add_argument("--max-request-mb", type=int, default=8, help="cap on a request body")
+    v.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait and generate")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=cmd_serve)
     return p
 
 

@@ -23,16 +23,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image_bytes(data: bytes, name: str = "<bytes>") -> Image.Image:
+def load_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode an image of any format PIL reads into RGB (transparency composited on white).
+
+    The size is checked from the header before any pixel is decoded, so a small file that
+    claims a huge image costs nothing.
 
     Raises:
         VrmError: the bytes are not a readable image, or it is empty or absurdly large.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise VrmError(f"{name}: image is {image.width}x{image.height}, over {MAX_PIXELS} pixels")
+            if image.width * image.height > max_pixels:
+                raise VrmError(f"{name}: image is {image.width}x{image.height}, over {max_pixels:,} pixels")
             if image.width == 0 or image.height == 0:
                 raise VrmError(f"{name}: image has no pixels")
             image.load()

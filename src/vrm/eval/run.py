@@ -42,7 +42,7 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
 
     def flush():
         questions = [fmt.prompt(s) for _, s in batch]
-        outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens)
+        outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens=max_new_tokens)
         for (task, s), out in zip(batch, outputs):
             parsed = fmt.parse(out)
             records.append({

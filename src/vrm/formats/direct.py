@@ -21,6 +21,7 @@ class Parsed:
 
 class DirectFormat:
     name = "direct"
+    structured = False  # True: the completion holds reasoning stages around the answer
 
     def prompt(self, sample: Sample) -> str:
         return sample.question

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -26,8 +27,18 @@ def stop_ids(model, processor) -> list[int]:
     return ids
 
 
+@dataclass
+class Completion:
+    """One generated completion: its text, how many tokens it took, and why it ended."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens or max_time)
+
+
 @torch.inference_mode()
-def generate(
+def generate_completions(
     model,
     processor,
     images: Sequence[Image.Image],
@@ -36,11 +47,13 @@ def generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     num_return_sequences: int = 1,
-) -> list[str]:
-    """Answer each (image, question) pair; returns the decoded completions, stop token removed.
+    **generate_kwargs,
+) -> list[Completion]:
+    """Answer each (image, question) pair; ``num_return_sequences`` completions per pair, in order.
 
     Prompts are left-padded into one batch; special tokens the formats use (``<think>``...) are
-    kept in the text, only padding and the stop token are dropped.
+    kept in the text, only padding and the stop token are dropped. Extra keyword arguments
+    (``streamer``, ``stopping_criteria``, ``max_time`` ...) go to HF ``generate``.
     """
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
@@ -51,6 +64,7 @@ def generate(
         tok.padding_side = side
     inputs = inputs.to(model.device)
     stops = stop_ids(model, processor)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     out = model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
@@ -60,12 +74,20 @@ def generate(
         top_k=None,
         num_return_sequences=num_return_sequences,
         eos_token_id=stops,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stops[0],
+        pad_token_id=pad,
+        **generate_kwargs,
     )
-    new = out[:, inputs["input_ids"].shape[1]:].tolist()
-    texts = []
-    for ids in new:
-        cut = next((i for i, t in enumerate(ids) if t in stops), len(ids))
-        ids = [t for t in ids[:cut] if t != tok.pad_token_id]
-        texts.append(tok.decode(ids, skip_special_tokens=False).strip())
-    return texts
+    prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    results = []
+    for row, ids in enumerate(out[:, inputs["input_ids"].shape[1]:].tolist()):
+        cut = next((i for i, t in enumerate(ids) if t in stops), None)
+        kept = [t for t in ids[:cut] if t != tok.pad_token_id]
+        results.append(Completion(tok.decode(kept, skip_special_tokens=False).strip(),
+                                  int(prompt_lengths[row // num_return_sequences]), len(kept),
+                                  "length" if cut is None else "stop"))
+    return results
+
+
+def generate(model, processor, images: Sequence[Image.Image], questions: Sequence[str], **kwargs) -> list[str]:
+    """The texts of `generate_completions` (same arguments)."""
+    return [c.text for c in generate_completions(model, processor, images, questions, **kwargs)]
