@@ -6,16 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
 from vrm.infer.generate import generate
-from vrm.model import load_model
 from vrm.serve import Engine, Limits
 from vrm.serve.app import create_app
 from vrm.serve.engine import Ask
@@ -32,28 +28,6 @@ def data_url(image, kind="PNG") -> str:
 
 def user(url: str, text: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]}]
-
-
-@pytest.fixture(scope="module")
-def loaded():
-    return load_model()
-
-
-@pytest.fixture(scope="module")
-def server(loaded):
-    """The embedded model served on a free loopback port for the whole module."""
-    engine = Engine(*loaded, "vrm-tiny", Limits(max_request_bytes=200_000, max_image_pixels=512 * 512, max_tokens=96))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", engine
-    srv.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture(scope="module")
