@@ -64,6 +64,7 @@ def cmd_ask(args) -> None:
 def cmd_eval(args) -> None:
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate, format_table
+    from vrm.files import write_atomic
     from vrm.model import load_model
     from vrm.tasks import JsonlTask, count_samples, eval_samples, get_task
 
@@ -80,12 +81,10 @@ def cmd_eval(args) -> None:
                                 batch_size=args.batch_size, progress=not args.quiet, total=total)
     print(format_table(summary, f"{args.task or args.data} ({args.format})"))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({**summary, "model": args.model or "embedded", "format": args.format,
-                                   "task": args.task, "data": args.data, "seed": args.seed}, indent=2))
+        write_atomic(args.json, json.dumps({**summary, "model": args.model or "embedded", "format": args.format,
+                                            "task": args.task, "data": args.data, "seed": args.seed}, indent=2))
     if args.records:
-        Path(args.records).write_text("".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(args.records, "".join(json.dumps(r) + "\n" for r in records))
     if args.report:
         path = write_report(Path(args.report) / "report.html", summary, records, {s.id: s.image for s in samples})
         print(f"report: {path}")

@@ -49,6 +49,7 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
                 "id": s.id, "task": s.task, "family": s.family, "question": s.question,
                 "answer": s.answer, "output": out, "prediction": parsed.answer, "parsed": parsed.ok,
                 "correct": fmt.score(s, task, parsed.answer) if parsed.ok else 0.0,
+                **({"stages": parsed.stages} if parsed.stages else {}),
             })
         bar.update(len(batch))
         batch.clear()

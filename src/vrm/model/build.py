@@ -32,6 +32,7 @@ class TinyVLMConfig:
     vision_hidden: int = 192
     vision_layers: int = 1  # deeper from-scratch towers blur which patch is which (see README)
     vision_heads: int = 4
+    vision_feature_layer: int = -1  # which ViT hidden state feeds the projector (-2 with 1 layer: patch embeddings)
     lm_hidden: int = 256
     lm_layers: int = 4
     lm_heads: int = 4
@@ -124,8 +125,7 @@ def build_tiny_vlm(cfg: TinyVLMConfig, corpus: Iterable[str]) -> tuple[LlavaForC
         image_seq_length=cfg.image_tokens,
         projector_hidden_act="gelu",
         vision_feature_select_strategy="default",
-        # A from-scratch tower has no "generic last layer" to skip: use all of it.
-        vision_feature_layer=-1,
+        vision_feature_layer=cfg.vision_feature_layer,
         tie_word_embeddings=True,
     )
     torch.manual_seed(cfg.seed)
