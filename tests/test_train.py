@@ -1,5 +1,6 @@
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -94,18 +95,28 @@ def _cli(tmp_path, steps):
 
 
 def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
+    """Killed at a random checkpoint, with a half-written checkpoint and a cut log line left behind
+    (a kill mid-save), the rerun resumes from the last whole checkpoint and ends with the same
+    weights and each step logged once."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     straight = tmp_path / "straight"
     subprocess.run(_cli(straight, 10), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
+    kill_after = random.choice([2, 4, 6, 8])
     proc = subprocess.Popen(_cli(killed, 10), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_0000004" / "DONE").exists():
-        assert time.time() < deadline and proc.poll() is None, "training ended before the kill"
-        time.sleep(0.05)
+    while not (killed / "checkpoints" / f"step_{kill_after:07d}" / "DONE").exists():
+        assert time.time() < deadline and proc.poll() is None, f"training ended before the kill after step {kill_after}"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "final").exists()
+    newest = max(int(p.name[5:12]) for p in (killed / "checkpoints").glob("step_*") if (p / "DONE").exists())
+    half = killed / "checkpoints" / f"step_{newest + 2:07d}.tmp"  # what a kill during save_state leaves
+    half.mkdir(exist_ok=True)
+    (half / "model.safetensors").write_bytes(b"\x00" * 100)
+    with open(killed / "log.jsonl", "a") as f:
+        f.write('{"step": 99, "lo')
     subprocess.run(_cli(killed, 10), check=True, env=env, capture_output=True)
     a = load_file(straight / "final" / "model.safetensors")
     b = load_file(killed / "final" / "model.safetensors")
@@ -113,5 +124,5 @@ def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 11))
+    assert steps == list(range(1, 11)), f"killed after step {kill_after}"
     assert len(list((killed / "checkpoints").glob("step_*"))) == 2

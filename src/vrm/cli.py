@@ -198,6 +198,10 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait and generate")
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_serve)
+
+    from vrm.tasks.clevr.cli import add_clevr_commands
+
+    add_clevr_commands(sub)
     return p
 
 

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 from vrm import VrmError
 from vrm.tasks.base import Sample, Task
+from vrm.tasks.clevr import ClevrTask
 from vrm.tasks.easyvqa import EasyVQATask
 from vrm.tasks.jsonl import JsonlTask, read_rows, write_dataset
 from vrm.tasks.shapes import ShapesTask
@@ -21,6 +22,7 @@ TEST_SEED_BASE = 9_000_000
 TASKS: dict[str, Callable[..., Task]] = {
     "shapes": ShapesTask,
     "easyvqa": EasyVQATask,
+    "clevr": ClevrTask,
 }
 
 

@@ -23,6 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from vrm import VrmError
 from vrm.eval.run import evaluate
+from vrm.files import write_atomic
 from vrm.formats import get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm
 from vrm.model.load import load_model, save_model
@@ -157,8 +158,14 @@ def truncate_log(out: Path, step: int) -> None:
     """Drop log lines past the resumed checkpoint (they will be written again)."""
     path = out / "log.jsonl"
     if path.is_file():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a line cut short by the kill
+        write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -172,7 +179,7 @@ def train(cfg: TrainConfig) -> Path:
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+        write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
     tasks = [get_task(name, **cfg.task_params.get(name, {})) for name in cfg.tasks]
     weights = list(cfg.tasks.values())
     model, processor = base_model(cfg, tasks, out, main)

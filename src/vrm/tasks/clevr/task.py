@@ -1,0 +1,147 @@
+"""`clevr`: CLEVR and CLEVR-Math questions about small top-down CLEVR scenes, with programs.
+
+Each sample draws a scene (CLEVR's objects and relation rule), renders it with vrm's top-down
+renderer, picks a question family uniformly (one per template file: ``zero_hop`` ... ``comparison``,
+``math_subtraction`` ...), instantiates one of its templates and answers it with vrm's executor.
+The trace holds the scene, the program and every node's output: the ground truth of each step.
+The templates are CLEVR's and CLEVR-Math's own (BSD with patent grant, read at run time from the
+folder `vrm.tasks.clevr.data.find_data_dir` finds; see that module for the notice).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from vrm import VrmError
+from vrm.answers import answers_match
+from vrm.tasks.base import Sample
+from vrm.tasks.clevr.data import ClevrData, load_data
+from vrm.tasks.clevr.executor import answer_token
+from vrm.tasks.clevr.generate import generate
+from vrm.tasks.clevr.render import render_scene, to_pixel
+from vrm.tasks.clevr.scene import sample_scene
+
+FAMILIES = (
+    "zero_hop", "one_hop", "two_hop", "three_hop", "single_and", "single_or", "same_relate",
+    "compare_integer", "comparison",
+    "math_addition", "math_adversarial", "math_subtraction", "math_subtraction_multihop",
+)
+ROWS = ("top", "middle", "bottom")
+COLS = ("left", "middle", "right")
+SCENE_TRIES = 50
+
+
+def position_words(x: float, y: float, canvas: int) -> str:
+    """Where a pixel lies in the image, in words ("top left", "middle", "bottom" ...).
+
+    >>> position_words(5, 5, 64), position_words(32, 32, 64), position_words(32, 60, 64)
+    ('top left', 'middle', 'bottom')
+    """
+    row = ROWS[min(2, int(3 * y / canvas))]
+    col = COLS[min(2, int(3 * x / canvas))]
+    if row == col == "middle":
+        return "middle"
+    return col if row == "middle" else row if col == "middle" else f"{row} {col}"
+
+
+def _at(words: str) -> str:
+    if words == "middle":
+        return "in the middle"
+    return f"on the {words}" if words in COLS else f"at the {words}"
+
+
+@dataclass
+class ClevrTask:
+    """CLEVR / CLEVR-Math questions on top-down scenes.
+
+    Args:
+        min_objects: fewest objects in a scene.
+        max_objects: most objects in a scene.
+        canvas: image side in pixels.
+        extent: object centres lie in ``[-extent, extent]^2`` scene units (CLEVR: 3); smaller
+            values give bigger objects in the picture. Default: just room for ``max_objects``
+            (2.0 for 6 objects, 3.2 for 10).
+        families: question families to draw from (default: all); a string is split at commas.
+        data_dir: the CLEVR data folder (default: ``$VRM_CLEVR_DATA``, else ``shared/data/clevr``
+            beside the repository).
+    """
+
+    min_objects: int = 3
+    max_objects: int = 6
+    canvas: int = 64
+    extent: float | None = None
+    families: tuple[str, ...] = FAMILIES
+    data_dir: str | None = None
+    name: str = "clevr"
+    _data: ClevrData = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.families, str):  # from the command line: "zero_hop,one_hop"
+            self.families = tuple(f.strip() for f in self.families.split(",") if f.strip())
+        self.families = tuple(self.families)
+        if not 1 <= self.min_objects <= self.max_objects <= 10:
+            raise ValueError("need 1 <= min_objects <= max_objects <= 10")
+        if self.canvas < 16:
+            raise ValueError("canvas must be at least 16 pixels")
+        if self.extent is None:
+            self.extent = max(2.0, 0.3 * self.max_objects + 0.2)
+        if self.extent < 1.0:
+            raise ValueError("extent must be at least 1.0 scene units")
+        self._data = load_data(self.data_dir)
+        unknown = set(self.families) - set(self._data.templates)
+        if unknown or not self.families:
+            raise ValueError(f"unknown clevr families {sorted(unknown)}; known: {sorted(self._data.templates)}")
+
+    @property
+    def view(self) -> float:
+        """Half-width of the scene square the image shows: the extent plus a large object's reach."""
+        return self.extent + 0.8
+
+    def render(self, scene: dict) -> Image.Image:
+        """Draw a scene as this task's images are drawn."""
+        return render_scene(scene, self._data.colors, self._data.sizes, self.canvas, self.view)
+
+    def sample(self, seed: int) -> Sample:
+        rng = random.Random(f"{self.name}-{seed}")
+        family = rng.choice(self.families)
+        yes = rng.random() < 0.5  # the answer of a yes/no question, fixed first so yes and no are equally likely
+        colors = list(self._data.colors)
+        for _ in range(SCENE_TRIES):
+            n = rng.randint(self.min_objects, self.max_objects)
+            try:
+                scene = sample_scene(rng, n, colors, self._data.sizes, self.extent)
+            except ValueError as e:
+                raise VrmError(f"clevr: {e}; raise extent") from None
+            question = generate(family, scene, self._data, rng, yes)
+            if question is not None:
+                break
+        else:
+            raise VrmError(f"clevr: no {family} question fits {SCENE_TRIES} scenes of "
+                           f"{self.min_objects}-{self.max_objects} objects; raise max_objects")
+        for obj in scene["objects"]:
+            x, y = to_pixel(obj["3d_coords"], self.canvas, self.view)
+            obj["pixel_coords"] = [round(x), round(y), 0]
+            obj["position"] = position_words(x, y, self.canvas)
+        program = [{**node, "output": out} for node, out in zip(question.program, question.outputs)]
+        t = question.template
+        trace = {
+            "canvas": self.canvas,
+            "scene": {"objects": scene["objects"], "relationships": scene["relationships"]},
+            "template": {"family": t.family, "file": t.file, "index": t.index},
+            "program": program,
+        }
+        return Sample(f"{self.name}-{seed}", self.render(scene), question.text, answer_token(question.answer),
+                      self.name, family, None, trace)
+
+    def score(self, sample: Sample, answer: str) -> float:
+        return float(answers_match(answer, sample.answer))
+
+    def caption(self, sample: Sample) -> str:
+        """Every object with size, colour, material, shape and place, top to bottom, left to right."""
+        objects = sorted(sample.trace["scene"]["objects"], key=lambda o: (o["pixel_coords"][1], o["pixel_coords"][0]))
+        parts = [f"a {o['size']} {o['color']} {o['material']} {o['shape']} {_at(o['position'])}" for o in objects]
+        count = f"{len(objects)} object" + ("s" if len(objects) != 1 else "")
+        return f"{count}: " + "; ".join(parts) + "."
