@@ -113,7 +113,8 @@ def cmd_train(args) -> None:
     t0 = time.time()
     for name in names:
         cls, run = stages[name]
-        cfg = load_config(cls, args.recipe, name if args.recipe else None, args.overrides)
+        overrides = args.overrides + (["progress=false"] if args.quiet else [])
+        cfg = load_config(cls, args.recipe, name if args.recipe else None, overrides)
         run(cfg)
         print(f"learning curve of {name} ({cfg.out_dir}/log.jsonl):")
         for line in (Path(cfg.out_dir) / "log.jsonl").read_text().splitlines():
@@ -186,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("stage", choices=["align", "sft", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("serve", help="OpenAI-compatible API (POST /v1/chat/completions) and a web page at /")
