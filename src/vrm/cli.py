@@ -43,16 +43,17 @@ def cmd_demo(args) -> None:
 
 
 def cmd_ask(args) -> None:
-    from vrm.formats import get_format
+    from vrm.formats import get_format, question_prompt
     from vrm.images import load_image
     from vrm.infer.generate import generate
     from vrm.model import load_model
 
     _threads()
     image = load_image(args.image)
-    model, processor = load_model(args.model)
     fmt = get_format(args.format)
-    out = generate(model, processor, [image], [args.question], max_new_tokens=args.max_new_tokens)[0]
+    model, processor = load_model(args.model)
+    out = generate(model, processor, [image], [question_prompt(args.format, args.question)],
+                   max_new_tokens=args.max_new_tokens or fmt.max_new_tokens)[0]
     parsed = fmt.parse(out)
     if args.show_reasoning:
         for name, text in parsed.stages.items():
@@ -154,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--model")
     a.add_argument("--format", default="direct")
     a.add_argument("--show-reasoning", action="store_true")
-    a.add_argument("--max-new-tokens", type=int, default=64)
+    a.add_argument("--max-new-tokens", type=int, help="default: enough for the format")
     a.set_defaults(func=cmd_ask)
 
     e = sub.add_parser("eval", help="accuracy on a task or a JSONL dataset")

@@ -32,10 +32,11 @@ def summarize(records: list[dict]) -> dict:
 
 
 def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str = "direct",
-             batch_size: int = 64, max_new_tokens: int = 32, progress: bool = True,
+             batch_size: int = 64, max_new_tokens: int | None = None, progress: bool = True,
              total: int | None = None) -> tuple[dict, list[dict]]:
     """Answer every sample greedily; returns (summary, per-sample records)."""
     fmt = get_format(format)
+    max_new_tokens = max_new_tokens or fmt.max_new_tokens
     records: list[dict] = []
     bar = tqdm(total=total, desc="eval", unit="q", disable=not progress, leave=False)
     batch: list[tuple[Task, Sample]] = []

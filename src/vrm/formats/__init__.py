@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from vrm import VrmError
 from vrm.formats.direct import CaptionFormat, DirectFormat, Parsed
+from vrm.formats.structured import StagesFormat, ThinkFormat
 
-FORMATS = {"direct": DirectFormat(), "caption": CaptionFormat()}
+FORMATS = {"direct": DirectFormat(), "caption": CaptionFormat(), "think": ThinkFormat(), "stages": StagesFormat()}
+
+
+def question_prompt(name: str, question: str) -> str:
+    """How format ``name`` asks a bare question (no sample around it), e.g. for `vrm ask` and the server.
+
+    >>> question_prompt("direct", "How many?")
+    'How many?'
+    """
+    from vrm.tasks.base import Sample
+
+    return get_format(name).prompt(Sample("question", None, question, "", "question"))
 
 
 def get_format(name: str):
@@ -18,4 +30,4 @@ def get_format(name: str):
     return FORMATS[name]
 
 
-__all__ = ["FORMATS", "Parsed", "get_format"]
+__all__ = ["FORMATS", "Parsed", "get_format", "question_prompt"]

@@ -22,6 +22,7 @@ class Parsed:
 class DirectFormat:
     name = "direct"
     structured = False  # True: the completion holds reasoning stages around the answer
+    max_new_tokens = 32  # enough for any target of the format
 
     def prompt(self, sample: Sample) -> str:
         return sample.question
@@ -45,6 +46,7 @@ class DirectFormat:
 
 class CaptionFormat(DirectFormat):
     name = "caption"
+    max_new_tokens = 160
 
     def prompt(self, sample: Sample) -> str:
         return CAPTION_PROMPT

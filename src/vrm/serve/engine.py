@@ -23,9 +23,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from vrm import VrmError
-from vrm.formats import get_format
+from vrm.formats import question_prompt
 from vrm.infer.generate import Completion, generate_completions, stop_ids
-from vrm.tasks.base import Sample
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Ask:
 
     def prompt(self) -> str:
         """The question as the format asks it (formats may add instructions)."""
-        return get_format(self.format).prompt(Sample("request", self.image, self.question, "", "request"))
+        return question_prompt(self.format, self.question)
 
 
 class _Cancelled(StoppingCriteria):

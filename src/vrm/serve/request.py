@@ -21,7 +21,6 @@ from vrm.serve.engine import Ask, Limits, Refused
 
 SEARCHES = ("greedy",)
 DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL | re.IGNORECASE)
-DEFAULT_MAX_TOKENS = 128
 
 
 @dataclass
@@ -136,7 +135,7 @@ def parse_chat(body: bytes, limits: Limits) -> ChatRequest:
     if search not in SEARCHES:
         raise _bad(f"unknown search {json.dumps(search)[:40]}; known: {', '.join(SEARCHES)}")
     max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-    max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", min(DEFAULT_MAX_TOKENS, limits.max_tokens),
+    max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", min(get_format(fmt).max_new_tokens, limits.max_tokens),
                          1, limits.max_tokens, int)
     ask = Ask(
         image=decode_data_url(images[0], limits),

@@ -35,6 +35,21 @@ class Sample:
     trace: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Explanation:
+    """The ground truth behind an answer, in words, for reasoning formats.
+
+    Attributes:
+        summary: what the question asks and how it will be answered (LLaVA-CoT's SUMMARY).
+        caption: what the image shows that the question needs (CAPTION).
+        steps: the reasoning, one sentence per step of the trace's program (REASONING).
+    """
+
+    summary: str
+    caption: str
+    steps: list[str] = field(default_factory=list)
+
+
 class Task(Protocol):
     """A source of samples with a verifier.
 
@@ -50,3 +65,12 @@ class Task(Protocol):
     def score(self, sample: Sample, answer: str) -> float: ...
 
     def caption(self, sample: Sample) -> str: ...
+
+    def explain(self, sample: Sample) -> Explanation: ...
+
+
+def explain(task, sample: Sample) -> Explanation:
+    """The task's explanation of a sample; tasks without one (plain JSONL rows) get a minimal one."""
+    if hasattr(task, "explain"):
+        return task.explain(sample)
+    return Explanation("I will look at the image and answer the question.", "", [])

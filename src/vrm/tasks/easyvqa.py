@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from vrm import VrmError
 from vrm.answers import answers_match
 from vrm.images import load_image
-from vrm.tasks.base import Sample
+from vrm.tasks.base import Explanation, Sample
 
 SHAPES = ("circle", "rectangle", "triangle")
 
@@ -70,3 +70,14 @@ class EasyVQATask:
         if shape and colour:
             return f"1 shape: a {colour} {shape}."
         return f"1 shape: a {shape or colour or 'coloured'} shape."
+
+    def explain(self, sample: Sample) -> Explanation:
+        """One shape: name it, then read the answer off it."""
+        shape, colour = sample.trace.get("shape"), sample.trace.get("colour")
+        seen = " ".join(w for w in (colour, shape) if w) or "coloured shape"
+        if sample.family == "yes_no":
+            return Explanation("I will check the shape against the question.", self.caption(sample),
+                               [f"The image shows a {seen}."])
+        attr = "colour" if sample.family == "colour" else "shape"
+        return Explanation(f"I will name the {attr} of the shape.", self.caption(sample),
+                           [f"The image shows a {seen}.", f"Its {attr} is {sample.answer}."])

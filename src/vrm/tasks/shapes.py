@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from vrm.answers import answers_match
-from vrm.tasks.base import Sample
+from vrm.tasks.base import Explanation, Sample
 
 COLOURS = {
     "red": (220, 38, 38),
@@ -143,3 +143,29 @@ class ShapesTask:
         parts = [f"a {o['colour']} {o['shape']} in {where(o)}" for o in objects]
         count = f"{len(objects)} shape" + ("s" if len(objects) != 1 else "")
         return f"{count}: " + "; ".join(parts) + "."
+
+    def explain(self, sample: Sample) -> Explanation:
+        """Plan, the whole board, then the filter and its result.
+
+        >>> t = ShapesTask(families=("count_colour",)); s = t.sample(3)
+        >>> e = t.explain(s); e.summary, e.steps[-1].endswith(f"is {s.answer}.")
+        ('I will find the yellow shapes and count them.', True)
+        """
+        objects, program, family = sample.trace["objects"], sample.trace["program"], sample.family
+        wanted = program["filter"]
+        hits = [objects[i] for i in program["matches"]]
+        places = "; ".join(where(o) for o in hits)
+        if family == "count_all":
+            return Explanation("I will count every shape.", self.caption(sample), [f"That is {len(objects)}."])
+        if family in ("count_colour", "count_shape"):
+            what = f"{wanted['colour']} shapes" if "colour" in wanted else PLURAL[wanted["shape"]]
+            found = f"The {what}: {places}." if hits else f"There are no {what}."
+            return Explanation(f"I will find the {what} and count them.", self.caption(sample),
+                               [found, f"That is {len(hits)}."])
+        if family in ("query_shape", "query_colour"):
+            o, attr = hits[0], family.split("_")[1]
+            return Explanation(f"I will look at {where(o)} and name its {attr}.", self.caption(sample),
+                               [f"{where(o).capitalize()} holds a {o['colour']} {o['shape']}.", f"Its {attr} is {o[attr]}."])
+        thing = f"{wanted['colour']} {wanted['shape']}"
+        found = f"A {thing} is in {places}." if hits else f"No shape is a {thing}."
+        return Explanation(f"I will look for a {thing}.", self.caption(sample), [found])

@@ -17,7 +17,8 @@ from PIL import Image
 
 from vrm import VrmError
 from vrm.answers import answers_match
-from vrm.tasks.base import Sample
+from vrm.tasks.base import Explanation, Sample
+from vrm.tasks.clevr.explain import explain_program
 from vrm.tasks.clevr.data import ClevrData, load_data
 from vrm.tasks.clevr.executor import answer_token
 from vrm.tasks.clevr.generate import generate
@@ -145,3 +146,7 @@ class ClevrTask:
         parts = [f"a {o['size']} {o['color']} {o['material']} {o['shape']} {_at(o['position'])}" for o in objects]
         count = f"{len(objects)} object" + ("s" if len(objects) != 1 else "")
         return f"{count}: " + "; ".join(parts) + "."
+
+    def explain(self, sample: Sample) -> Explanation:
+        """The plan, the dense caption and the program's steps in words."""
+        return explain_program(sample.trace, self.caption(sample), sample.question)

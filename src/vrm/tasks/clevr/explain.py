@@ -1,0 +1,90 @@
+"""A CLEVR sample's program, step by step in words: the reasoning targets of the think/stages formats.
+
+Each program node becomes one sentence naming its result (the set of objects, the object, the
+number or the attribute), so every reasoning step is checkable against the trace.
+"""
+
+from __future__ import annotations
+
+from vrm.tasks.base import Explanation
+
+DIRECTIONS = {"left": "left of", "right": "right of", "front": "in front of", "behind": "behind"}
+ATTRIBUTE = {"color": "colour", "size": "size", "shape": "shape", "material": "material"}
+
+
+def name(obj: dict) -> str:
+    return f"{obj['size']} {obj['color']} {obj['material']} {obj['shape']}"
+
+
+def listing(objects: list[dict], indices) -> str:
+    if not indices:
+        return "none"
+    return ", ".join(name(objects[i]) for i in indices)
+
+
+def word(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def step(node: dict, outputs: list, objects: list[dict]) -> str | None:
+    """One node in words (None for the scene node, which the caption already covers)."""
+    kind, out = node["type"], node["output"]
+    args = [outputs[i] for i in node.get("inputs", [])]
+    values = node.get("value_inputs", []) or node.get("side_inputs", [])
+    if out is None:
+        return f"No single object fits ({kind}), so the question has no answer."
+    if kind == "scene":
+        return None
+    if kind.startswith("filter_"):
+        return f"{values[0].capitalize()} ones: {listing(objects, out)}."
+    if kind == "unique":
+        return f"That is the {name(objects[out])}."
+    if kind == "relate":
+        return f"Things {DIRECTIONS.get(values[0], values[0])} it: {listing(objects, out)}."
+    if kind.startswith("same_"):
+        return f"Same {ATTRIBUTE.get(kind[5:], kind[5:])} as it: {listing(objects, out)}."
+    if kind.startswith("query_"):
+        return f"Its {ATTRIBUTE.get(kind[6:], kind[6:])} is {out}."
+    if kind == "union":
+        return f"Either: {listing(objects, out)}."
+    if kind == "intersect":
+        return f"Both: {listing(objects, out)}."
+    if kind == "count":
+        return f"Count: {out}."
+    if kind == "exist":
+        return f"Any: {word(out)}."
+    if kind in ("subtraction", "addition"):
+        return f"{args[0]} {'-' if kind == 'subtraction' else '+'} {args[1]} = {out}."
+    if kind in ("less_than", "greater_than"):
+        return f"Is {args[0]} {'less' if kind == 'less_than' else 'more'} than {args[1]}? {word(out)}."
+    if kind.startswith("equal_"):
+        return f"Are they equal? {word(out)}."
+    if kind == "choose":
+        return f"Take {out}."
+    return f"{kind}: {word(out)}."
+
+
+def explain_program(trace: dict, caption: str, question: str) -> Explanation:
+    """The plan, the dense caption and one sentence per program step.
+
+    >>> objs = [{"size": "small", "color": "red", "material": "metal", "shape": "cube"},
+    ...         {"size": "large", "color": "blue", "material": "rubber", "shape": "sphere"}]
+    >>> program = [{"type": "scene", "inputs": [], "output": [0, 1]},
+    ...            {"type": "filter_color", "inputs": [0], "value_inputs": ["red"], "output": [0]},
+    ...            {"type": "count", "inputs": [1], "output": 1}]
+    >>> explain_program({"scene": {"objects": objs}, "program": program}, "", "How many red things?").steps
+    ['Red ones: small red metal cube.', 'Count: 1.']
+    """
+    objects = trace["scene"]["objects"]
+    outputs = [node["output"] for node in trace["program"]]
+    steps = [s for node in trace["program"] if (s := step(node, outputs, objects))]
+    final = trace["program"][-1]["type"] if trace["program"] else ""
+    if final == "count" or final in ("subtraction", "addition"):
+        plan = "I will find the objects the question names and count them."
+    elif final in ("exist",) or final.startswith(("equal_", "less", "greater")):
+        plan = "I will find the objects the question names and compare them."
+    else:
+        plan = "I will find the object the question names and read off its attribute."
+    return Explanation(plan, caption, steps)
