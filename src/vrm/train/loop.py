@@ -24,7 +24,7 @@ from transformers import get_cosine_schedule_with_warmup
 from vrm import VrmError
 from vrm.eval.run import evaluate
 from vrm.files import write_atomic
-from vrm.formats import get_format
+from vrm.formats import FORMATS, get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
@@ -107,12 +107,13 @@ def add_lora(model, cfg: TrainConfig):
 
 
 def corpus(tasks, n: int = 3000) -> list[str]:
-    """Text to train the tiny tokenizer on: questions, answers and captions of every task."""
+    """Text to train the tiny tokenizer on: every format's prompt and target for ``n`` samples of
+    each task (questions, answers, captions, reasoning)."""
     texts = []
     for task in tasks:
         for seed in range(n):
             s = task.sample(seed)
-            texts += [s.question, s.answer, task.caption(s)]
+            texts += [text for fmt in FORMATS.values() for text in (fmt.prompt(s), fmt.target(s, task))]
     return texts
 
 

@@ -12,11 +12,11 @@ itself. CLEVR-Math adds ``choose`` (the number written into the question, its va
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from vrm import VrmError
+from vrm.files import write_atomic
 from vrm.tasks.clevr.scene import relationships
 
 ATTRIBUTES = ("color", "shape", "size", "material")
@@ -159,20 +159,6 @@ def read_list(path: str | Path, key: str) -> list[dict]:
     return rows
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise VrmError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
-
-
 def execute_files(scenes_path: str | Path, questions_path: str | Path, out_path: str | Path) -> int:
     """Answer every question of a CLEVR questions file on its scene (matched by ``image_index``,
     else by ``image_filename``); write ``{"questions": [{"answer", "node_outputs"}]}`` in input order.
@@ -196,5 +182,8 @@ def execute_files(scenes_path: str | Path, questions_path: str | Path, out_path:
         except VrmError as e:
             raise VrmError(f"{questions_path}: question {qi}: {e}") from None
         results.append({"answer": outputs[-1] if outputs else None, "node_outputs": outputs})
-    write_json_atomic(out_path, {"questions": results})
+    try:
+        write_atomic(out_path, json.dumps({"questions": results}))
+    except OSError as e:
+        raise VrmError(f"{out_path}: cannot write ({e.strerror or e})") from None
     return len(results)
