@@ -66,10 +66,13 @@ def cmd_eval(args) -> None:
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate, format_table
     from vrm.files import write_atomic
+    from vrm.infer.scorers import get_scorer
+    from vrm.infer.search import get_strategy
     from vrm.model import load_model
     from vrm.tasks import JsonlTask, count_samples, eval_samples, get_task
 
     _threads()
+    get_strategy(args.search), get_scorer(args.scorer)  # a bad name fails before the model loads
     if bool(args.task) == bool(args.data):
         raise VrmError("give exactly one of --task NAME or --data FILE.jsonl")
     task = JsonlTask(args.data) if args.data else get_task(args.task, split=args.split)
@@ -79,7 +82,8 @@ def cmd_eval(args) -> None:
     total = count_samples(task, args.n)
     model, processor = load_model(args.model)
     summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
-                                batch_size=args.batch_size, progress=not args.quiet, total=total)
+                                batch_size=args.batch_size, progress=not args.quiet, total=total,
+                                search=args.search, scorer=args.scorer)
     print(format_table(summary, f"{args.task or args.data} ({args.format})"))
     if args.json:
         write_atomic(args.json, json.dumps({**summary, "model": args.model or "embedded", "format": args.format,
@@ -166,6 +170,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--model")
     e.add_argument("--format", default="direct")
+    e.add_argument("--search", default="greedy",
+                   help="greedy, sample[:T], best_of:N, sentence_beam:N or stage_beam:N (needs --format stages)")
+    e.add_argument("--scorer", default="likelihood",
+                   help="how search picks a candidate: likelihood, judge, reward:pkg.module:function, verifier (oracle)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--json", help="write the summary here")
     e.add_argument("--records", help="write per-sample records (JSONL) here")

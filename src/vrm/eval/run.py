@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from vrm.formats import get_format
 from vrm.infer.generate import generate
+from vrm.infer.search import Query, run_search
 from vrm.tasks import Sample, Task
 
 
@@ -33,8 +34,9 @@ def summarize(records: list[dict]) -> dict:
 
 def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str = "direct",
              batch_size: int = 64, max_new_tokens: int | None = None, progress: bool = True,
-             total: int | None = None) -> tuple[dict, list[dict]]:
-    """Answer every sample greedily; returns (summary, per-sample records)."""
+             total: int | None = None, search: str = "greedy", scorer: str = "likelihood") -> tuple[dict, list[dict]]:
+    """Answer every sample (greedily, or with a `vrm.infer.search` strategy and scorer); returns
+    (summary, per-sample records)."""
     fmt = get_format(format)
     max_new_tokens = max_new_tokens or fmt.max_new_tokens
     records: list[dict] = []
@@ -43,7 +45,11 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
 
     def flush():
         questions = [fmt.prompt(s) for _, s in batch]
-        outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens=max_new_tokens)
+        if search == "greedy":
+            outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens=max_new_tokens)
+        else:
+            queries = [Query(s.image, q, s, task) for (task, s), q in zip(batch, questions)]
+            outputs = run_search(model, processor, queries, search, scorer, format, max_new_tokens).completions
         for (task, s), out in zip(batch, outputs):
             parsed = fmt.parse(out)
             records.append({

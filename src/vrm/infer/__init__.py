@@ -1,1 +1,1 @@
-"""Inference: generation backends and (in later issues) search over reasoning."""
+"""Inference: batched generation (generate.py), search strategies (search.py) and their scorers (scorers.py) over a shared-prefix KV cache (decode.py)."""

@@ -1,0 +1,231 @@
+"""Search at inference time: the shared-cache engine gives the tokens of from-scratch generation,
+stage beam stops at closing tags and chains stages, and every scorer does what it says.
+
+The embedded model never learned the stages format, so these tests check mechanics, not accuracy.
+"""
+
+import sys
+
+import pytest
+import torch
+
+from vrm import VrmError
+from vrm.eval.run import evaluate
+from vrm.formats import get_format
+from vrm.formats.structured import STAGES, StagesFormat
+from vrm.infer.decode import Candidate, Stats, decode, prefill, single_token
+from vrm.infer.generate import generate_completions, prompt_text, stop_ids
+from vrm.infer.scorers import (Choice, JudgeScorer, LikelihoodScorer, Query, RewardScorer, VerifierScorer, get_scorer,
+                               judge_prompt, knockout)
+from vrm.infer.search import StageBeam, get_strategy, run_search
+from vrm.tasks import eval_samples, get_task
+
+
+@pytest.fixture(scope="module")
+def clevr():
+    task = get_task("clevr")
+    return task, list(eval_samples(task, n=4))
+
+
+def queries(clevr, fmt="stages"):
+    task, samples = clevr
+    return [Query(s.image, get_format(fmt).prompt(s), s, task) for s in samples]
+
+
+def test_greedy_search_equals_hf_generate(loaded, clevr):
+    model, processor = loaded
+    qs = queries(clevr, "direct")
+    ref = generate_completions(model, processor, [q.image for q in qs], [q.prompt for q in qs], max_new_tokens=40)
+    assert run_search(model, processor, qs, "greedy", format="direct", max_new_tokens=40).completions == [c.text for c in ref]
+
+
+def test_candidates_from_a_shared_cache_equal_separate_generation(loaded, clevr):
+    """N sampled candidates from one forked prefix, in one batch, are the candidates each seed gives
+    alone from a freshly encoded prefix (same tokens, same log-probs)."""
+    model, processor = loaded
+    qs, n, seeds = queries(clevr)[:2], 2, [11, 13, 21, 23]
+    prefix = prefill(model, processor, [q.image for q in qs], [q.prompt for q in qs], ["<SUMMARY>"] * 2)
+    stats = Stats()
+    batched = decode(model, processor, prefix.expand(n), 24, [single_token(processor, "</SUMMARY>")], 1.0, seeds, stats)
+    assert stats.images == 0 and stats.tokens == sum(len(c.logprobs) for c in batched)
+    assert any(len(c.ids) > 5 for c in batched)  # something long enough to compare
+    for row, seed in enumerate(seeds):
+        q = qs[row // n]
+        alone = decode(model, processor, prefill(model, processor, [q.image], [q.prompt], ["<SUMMARY>"]), 24,
+                       [single_token(processor, "</SUMMARY>")], 1.0, [seed])[0]
+        assert (alone.ids, alone.stop) == (batched[row].ids, batched[row].stop)
+        assert alone.logprobs == pytest.approx(batched[row].logprobs, abs=1e-4)
+
+
+class Recorder:
+    """A stub scorer that picks the last candidate and remembers every choice it saw."""
+
+    name = "recorder"
+
+    def __init__(self, on_pick=lambda step: None):
+        self.seen, self.on_pick = [], on_pick
+
+    def pick(self, model, processor, choices, stats):
+        self.on_pick(len(self.seen))
+        self.seen.append(choices)
+        return [len(c.candidates) - 1 for c in choices]
+
+
+@pytest.fixture
+def closing_tags_after_even_tokens(loaded):
+    """Make the model write the current stage's closing tag right after any even token id, so
+    candidates of mixed lengths stop at their tag (the embedded model never learned the tags).
+    Yields a one-item list holding the index of the current stage."""
+    model, processor = loaded
+    stage, last = [0], {}
+    closes = [single_token(processor, f"</{st}>") for st in STAGES]
+
+    def remember(module, args, kwargs):
+        last["ids"] = kwargs["input_ids"][:, -1]
+
+    def bias(module, args, logits):
+        even = (last["ids"] % 2 == 0).nonzero()[:, 0]
+        logits[even, -1, closes[stage[0]]] += 1000.0
+        return logits
+
+    hooks = [model.register_forward_pre_hook(remember, with_kwargs=True), model.lm_head.register_forward_hook(bias)]
+    yield stage
+    for h in hooks:
+        h.remove()
+
+
+def test_stage_beam_stops_at_closing_tags_and_chains_stages(loaded, clevr, closing_tags_after_even_tokens):
+    """Each stage's candidates stop at its closing tag; the winner (plus the forced tags) is the
+    prefix of the next stage: the next candidates equal HF generate from the whole sequence."""
+    model, processor = loaded
+    stage = closing_tags_after_even_tokens
+    qs, rec = queries(clevr)[:2], Recorder(on_pick=lambda k: stage.__setitem__(0, min(k + 1, 3)))
+    out = run_search(model, processor, qs, StageBeam(2, temperature=0.0, stage_tokens=12), rec, "stages", 80)
+    assert [choices[0].kind for choices in rec.seen] == list(STAGES)
+    assert any(c.candidates[-1].ids and c.candidates[-1].stop == single_token(processor, f"</{c.kind}>")
+               for choices in rec.seen for c in choices)  # some stage stopped at its tag after writing something
+    eos = set(stop_ids(model, processor))
+    for b, completion in enumerate(out.completions):
+        assert list(StagesFormat().parse(completion).stages) == list(STAGES)
+        expected = "".join(f"<{st}>{choices[b].candidates[-1].text}</{st}>" for st, choices in zip(STAGES, rec.seen))
+        assert completion == expected.strip()
+        # the same stages from scratch: one HF generate per stage on the full token sequence
+        ids = processor(images=[qs[b].image], text=[prompt_text(processor, qs[b].prompt) + "<SUMMARY>"], return_tensors="pt")
+        seq = ids["input_ids"]
+        for k, (st, choices) in enumerate(zip(STAGES, rec.seen)):
+            stage[0] = k
+            close = single_token(processor, f"</{st}>")
+            cand = choices[b].candidates[-1]
+            assert close not in cand.ids and cand.stop in {close, None, *eos}
+            gen = model.generate(input_ids=seq, attention_mask=torch.ones_like(seq), pixel_values=ids["pixel_values"],
+                                 max_new_tokens=12, do_sample=False, eos_token_id=[close, *eos], pad_token_id=0)
+            assert gen[0, seq.shape[1]:].tolist() == cand.ids + ([cand.stop] if cand.stop is not None else [])
+            forced = processor.tokenizer.encode(f"</{st}>" + (f"<{STAGES[k + 1]}>" if k < 3 else ""), add_special_tokens=False)
+            seq = torch.cat([seq, torch.tensor([cand.ids + forced])], dim=1)
+
+
+def test_knockout_by_hand():
+    strength = {0: [0.1, 0.9, 0.5, 0.3, 0.7], 1: [0.2, 0.1, 0.4], 2: [1.0]}
+    calls = []
+
+    def prefer(pairs):
+        calls.append(pairs)
+        return [float(strength[c][i] > strength[c][j]) for c, i, j in pairs]
+
+    assert knockout([5, 3, 1], prefer) == [1, 2, 0]
+    # round 1: (0,1) (2,3) | (0,1); round 2: (1,2) + 4 waits | (0,2); round 3: (1,4)
+    assert calls == [[(0, 0, 1), (0, 2, 3), (1, 0, 1)], [(0, 1, 2), (1, 0, 2)], [(0, 1, 4)]]
+    assert sum(map(len, calls)) == (5 - 1) + (3 - 1)
+    # a non-transitive preference: the bracket decides (0 beats 1, 2 beats 3, then 2 beats 0)
+    beats = {(0, 1): 1.0, (2, 3): 0.9, (0, 2): 0.2}
+    assert knockout([4], lambda pairs: [beats[(i, j)] for _, i, j in pairs]) == [2]
+
+
+def test_judge_reads_1_vs_2_from_a_shared_head(loaded, clevr):
+    """The cached-head judge gives the probability of a full judging prompt run from scratch."""
+    model, processor = loaded
+    q = queries(clevr)[0]
+    cands = [Candidate([], [], None, t) for t in ("a red cube", "two spheres", "nothing")]
+    choice = Choice(q, "CAPTION", "<SUMMARY>count them</SUMMARY><CAPTION>", cands, "</CAPTION>", "stages")
+    stats = Stats()
+    got = JudgeScorer().preferences(model, processor, [choice], stats)([(0, 0, 1), (0, 2, 1)])
+    one, two = single_token(processor, "1"), single_token(processor, "2")
+    for p, (i, j) in zip(got, [(0, 1), (2, 1)]):
+        inputs = processor(images=[q.image], text=[prompt_text(processor, judge_prompt(choice, i, j))], return_tensors="pt")
+        logits = model(**inputs).logits[0, -1]
+        assert p == pytest.approx(torch.sigmoid(logits[one] - logits[two]).item(), abs=1e-4)
+    assert stats.images == 1 and stats.comparisons == 2
+    assert JudgeScorer().pick(model, processor, [choice], Stats())[0] in (0, 1, 2)
+
+
+def test_likelihood_is_the_mean_log_prob(loaded, clevr):
+    model, processor = loaded
+    q = queries(clevr, "direct")[1]
+    cand = decode(model, processor, prefill(model, processor, [q.image], [q.prompt]), 20, (), 1.0, [7])[0]
+    inputs = processor(images=[q.image], text=[prompt_text(processor, q.prompt)], return_tensors="pt")
+    tail = cand.ids + ([cand.stop] if cand.stop is not None else [])
+    ids = torch.cat([inputs["input_ids"], torch.tensor([tail])], dim=1)
+    logp = torch.log_softmax(model(input_ids=ids, pixel_values=inputs["pixel_values"]).logits[0].float(), -1)
+    start = inputs["input_ids"].shape[1]
+    by_hand = sum(logp[start - 1 + k, t].item() for k, t in enumerate(tail)) / len(tail)
+    assert LikelihoodScorer().score(Choice(q, "answer", "", [cand]), 0) == pytest.approx(by_hand, abs=1e-4)
+
+
+def length_reward(sample, completion):
+    return float(len(completion))
+
+
+def test_reward_scorers_resolve(tmp_path, monkeypatch):
+    module = type(sys)("tests_search_reward")
+    module.length_reward = length_reward
+    monkeypatch.setitem(sys.modules, "tests_search_reward", module)
+    assert get_scorer(length_reward).fn is length_reward
+    assert get_scorer("reward:tests_search_reward:length_reward").fn(None, "abc") == 3.0
+    (tmp_path / "my_reward.py").write_text("def r(sample, completion):\n    return -len(completion)\n")
+    assert get_scorer(f"reward:{tmp_path / 'my_reward.py'}:r").fn(None, "ab") == -2
+    choice = Choice(Query(None, "q"), "answer", "", [Candidate([], [], None, t) for t in ("a", "abc", "ab")])
+    assert RewardScorer(length_reward).pick(None, None, [choice], Stats()) == [1]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: get_strategy("beam:4"), "unknown search strategy 'beam:4'; known strategies: greedy"),
+    (lambda: get_strategy("stage_beam"), "give the number of candidates, e.g. stage_beam:4"),
+    (lambda: get_strategy("sample:hot"), "temperature must be a number > 0"),
+    (lambda: get_scorer("oracle"), "unknown scorer 'oracle'; known scorers: judge, likelihood"),
+    (lambda: get_scorer("reward"), "needs a function: reward:pkg.module:function"),
+    (lambda: get_scorer("reward:no_such_module_xyz:f"), "cannot import no_such_module_xyz"),
+    (lambda: get_scorer("reward:math:no_such_fn"), "math has no function 'no_such_fn'"),
+    (lambda: run_search(None, None, [], "stage_beam:2", format="direct"), "use format 'stages'"),
+])
+def test_unknown_names_raise_clear_errors(make, message):
+    with pytest.raises(VrmError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_verifier_prefers_the_true_stage(clevr):
+    task, samples = clevr
+    s = samples[0]
+    q = Query(s.image, StagesFormat().prompt(s), s, task)
+    truth = StagesFormat().stage_target(s, task, "CAPTION")
+    texts = ["a small thing somewhere", truth, "", " ".join(truth.split()[:4])]
+    choice = Choice(q, "CAPTION", "<SUMMARY>x</SUMMARY><CAPTION>", [Candidate([], [], None, t) for t in texts], "</CAPTION>")
+    v = VerifierScorer()
+    assert v.score(choice, 1) == 1.0 and v.pick(None, None, [choice], Stats()) == [1]
+    wrong = str(int(s.answer) + 1) if s.answer.isdigit() else "no such answer"
+    final = Choice(q, "CONCLUSION", "<SUMMARY>x</SUMMARY><CONCLUSION>", [Candidate([], [], None, t) for t in (wrong, s.answer)],
+                   "</CONCLUSION>")
+    assert [v.score(final, i) for i in (0, 1)] == [0.0, 1.0]
+    with pytest.raises(VrmError, match="needs samples with their ground truth"):
+        v.score(Choice(Query(s.image, "q"), "CAPTION", "", [Candidate([], [], None, "x")]), 0)
+
+
+def test_every_strategy_and_scorer_runs_in_eval(loaded, clevr):
+    model, processor = loaded
+    task, samples = clevr
+    pairs = [(task, s) for s in samples[:2]]
+    for search, scorer in [("best_of:2", "judge"), ("sentence_beam:2", "likelihood"), ("stage_beam:2", "verifier")]:
+        summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=16, progress=False,
+                                    search=search, scorer=scorer)
+        assert summary["n"] == 2 and all(isinstance(r["output"], str) for r in records)
+        if search == "stage_beam:2":
+            assert all(list(r["stages"]) == list(STAGES) for r in records)
