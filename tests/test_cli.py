@@ -81,3 +81,12 @@ def test_embedded_model_eval_json(tmp_path, capsys):
     # Regression guard on what the shipped model has learned (README results: count_all 100% on
     # 1,000 held-out questions); attribute binding is still weak, see the README.
     assert result["per_family"]["shapes/count_all"] >= 0.95 and result["accuracy"] >= 0.4
+
+
+def test_train_overrides_may_follow_options(capsys, tmp_path):
+    """`vrm train sft --recipe R steps=1`: the override after the option is still an override."""
+    code, _, err = run(capsys, "train", "sft", "--recipe", str(tmp_path / "none.yaml"), "steps=1", "--quiet")
+    assert code == 2 and "recipe not found" in err
+    with pytest.raises(SystemExit) as stop:  # other commands take no overrides: argparse's own error
+        main(["eval", "--task", "shapes", "steps=1"])
+    assert stop.value.code == 2 and "unrecognized arguments: steps=1" in capsys.readouterr().err

@@ -217,7 +217,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if getattr(args, "command", None) == "train" and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides += extra  # key=value after an option: argparse stops collecting positionals there
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except VrmError as e:
