@@ -111,9 +111,10 @@ def cmd_export(args) -> None:
 
 def cmd_train(args) -> None:
     from vrm.config import load_config
-    from vrm.train import align, sft
+    from vrm.train import align, grpo, sft
 
-    stages = {"align": (align.AlignConfig, align.run), "sft": (sft.SFTConfig, sft.run)}
+    stages = {"align": (align.AlignConfig, align.run), "sft": (sft.SFTConfig, sft.run),
+              "grpo": (grpo.GRPOConfig, grpo.run)}
     names = ["align", "sft"] if args.stage == "all" else [args.stage]
     t0 = time.time()
     for name in names:
@@ -192,8 +193,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("params", nargs="*", help="task parameters as key=value (e.g. max_objects=8)")
     x.set_defaults(func=cmd_export)
 
-    t = sub.add_parser("train", help="train a stage of the LLaVA recipe (align, sft) or both (all)")
-    t.add_argument("stage", choices=["align", "sft", "all"])
+    t = sub.add_parser("train", help="train a stage of the LLaVA recipe (align, sft, both: all) or RL it (grpo)")
+    t.add_argument("stage", choices=["align", "sft", "grpo", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
