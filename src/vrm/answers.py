@@ -32,6 +32,8 @@ def normalize_answer(text: str) -> str:
     'gray'
     >>> normalize_answer("The answer is B.")
     'b'
+    >>> normalize_answer("A"), normalize_answer("(a)")  # a choice letter is not an article
+    ('a', 'a')
     """
     text = str(text).strip()
     m = _ANSWER_IS.search(text)
@@ -40,7 +42,9 @@ def normalize_answer(text: str) -> str:
     text = text.lower().replace("-", " ")
     text = re.sub(r"[^\w\s.]", " ", text)
     text = re.sub(r"\.(?!\d)", " ", text)
-    words = [w for w in text.split() if w not in _ARTICLES]
+    words = text.split()
+    if len(words) > 1:
+        words = [w for w in words if w not in _ARTICLES] or words
     text = " ".join(_SYNONYMS.get(w, w) for w in words)
     return _NUMBER_WORDS.get(text, text)
 

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 from vrm import VrmError
 from vrm.tasks.base import Sample, Task
 from vrm.tasks.clevr import ClevrTask
+from vrm.tasks.spatial import FrozenLakeTask, MazeTask, MiniBehaviorTask, MvotTask
 from vrm.tasks.easyvqa import EasyVQATask
 from vrm.tasks.jsonl import JsonlTask, read_rows, write_dataset
 from vrm.tasks.shapes import ShapesTask
@@ -23,6 +24,10 @@ TASKS: dict[str, Callable[..., Task]] = {
     "shapes": ShapesTask,
     "easyvqa": EasyVQATask,
     "clevr": ClevrTask,
+    "frozenlake": FrozenLakeTask,
+    "maze": MazeTask,
+    "minibehavior": MiniBehaviorTask,
+    "mvot": MvotTask,
 }
 
 
