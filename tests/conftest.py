@@ -4,8 +4,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 torch.set_num_threads(2)
+# Timing deadlines fail on a loaded shared machine without saying anything about the code.
+settings.register_profile("vrm", deadline=None)
+settings.load_profile("vrm")
 
 
 import socket  # noqa: E402
