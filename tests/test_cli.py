@@ -90,3 +90,16 @@ def test_train_overrides_may_follow_options(capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:  # other commands take no overrides: argparse's own error
         main(["eval", "--task", "shapes", "steps=1"])
     assert stop.value.code == 2 and "unrecognized arguments: steps=1" in capsys.readouterr().err
+
+
+@needs_model
+def test_eval_reports_build_an_accuracy_vs_compute_plot(tmp_path, capsys):
+    """Two evaluations into one report folder (greedy, then best-of-2) plot against each other."""
+    report = tmp_path / "rep"
+    for extra in ([], ["--search", "best_of:2", "--scorer", "likelihood"]):
+        code, _, err = run(capsys, "eval", "--task", "shapes", "--n", "16", "--quiet", "--report", str(report), *extra)
+        assert code == 0, err
+    runs = [json.loads(line) for line in (report / "runs.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in runs] == ["direct", "direct best_of:2 likelihood"] and all(r["n"] == 16 for r in runs)
+    assert (report / "report-compute.png").is_file() and (report / "report-families.png").is_file()
+    assert "direct best_of:2 likelihood" in (report / "report.html").read_text()

@@ -81,6 +81,7 @@ def cmd_eval(args) -> None:
         samples = list(samples)  # the report needs the images again
     total = count_samples(task, args.n)
     model, processor = load_model(args.model)
+    started = time.perf_counter()
     summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
                                 batch_size=args.batch_size, progress=not args.quiet, total=total,
                                 search=args.search, scorer=args.scorer)
@@ -91,8 +92,25 @@ def cmd_eval(args) -> None:
     if args.records:
         write_atomic(args.records, "".join(json.dumps(r) + "\n" for r in records))
     if args.report:
-        path = write_report(Path(args.report) / "report.html", summary, records, {s.id: s.image for s in samples})
+        runs = record_run(Path(args.report) / "runs.jsonl", {
+            "name": args.format if args.search == "greedy" else f"{args.format} {args.search} {args.scorer}",
+            "accuracy": summary["accuracy"], "seconds": time.perf_counter() - started, "n": summary["n"],
+            "model": args.model or "embedded", "data": args.task or args.data})
+        path = write_report(Path(args.report) / "report.html", summary, records, {s.id: s.image for s in samples},
+                            f"vrm eval: {args.task or args.data}", runs=runs if len(runs) > 1 else None)
         print(f"report: {path}")
+
+
+def record_run(path: Path, run: dict) -> list[dict]:
+    """Add this evaluation to the report folder's runs (same data, same model) and return them all:
+    successive `vrm eval --report DIR --search ...` calls build DIR's accuracy-vs-compute plot."""
+    from vrm.files import write_atomic
+
+    runs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    runs = [r for r in runs if (r["data"], r["model"], r["name"]) != (run["data"], run["model"], run["name"])]
+    runs.append(run)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in runs))
+    return [r for r in runs if (r["data"], r["model"]) == (run["data"], run["model"])]
 
 
 def cmd_export(args) -> None:
