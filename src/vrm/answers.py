@@ -43,8 +43,8 @@ def normalize_answer(text: str) -> str:
     text = re.sub(r"[^\w\s.]", " ", text)
     text = re.sub(r"\.(?!\d)", " ", text)
     words = text.split()
-    if len(words) > 1:
-        words = [w for w in words if w not in _ARTICLES] or words
+    if words != ["a"]:  # a lone "a" is a choice letter, not an article
+        words = [w for w in words if w not in _ARTICLES]
     text = " ".join(_SYNONYMS.get(w, w) for w in words)
     return _NUMBER_WORDS.get(text, text)
 

@@ -255,6 +255,18 @@ class JudgeScorer:
             head, end = prompt_text(processor, judge_head(c) + self.MARK).split(self.MARK)
             heads.append(head)
             ends.append(end)
+        image_token = getattr(processor, "image_token", "<image>")
+        if any(image_token not in head for head in heads):
+            # The chat template puts the image after the text (vrm's tiny models do): no shared head
+            # holds it, so each round encodes its whole judging prompts, still as one batch.
+            @torch.inference_mode()
+            def prefer_whole(pairs: list[tuple[int, int, int]]) -> list[float]:
+                texts = [prompt_text(processor, judge_prompt(choices[c], i, j)) for c, i, j in pairs]
+                logits = prefill_texts(model, processor, [choices[c].query.image for c, _, _ in pairs], texts, stats).logits
+                stats.comparisons += len(pairs)
+                return torch.sigmoid(logits[:, one] - logits[:, two]).tolist()
+
+            return prefer_whole
         cached = prefill_texts(model, processor, [c.query.image for c in choices], heads, stats)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
