@@ -15,7 +15,8 @@ from vrm.config import load_config
 from vrm.model import TinyVLMConfig, build_tiny_vlm, load_model, save_model
 from vrm.rewards import REWARDS, RewardResult
 from vrm.tasks import get_task
-from vrm.train.grpo import GRPOConfig, group_advantages, policy_loss, train
+from vrm.train.grpo import GRPOConfig, train
+from vrm.train.grpo_loss import group_advantages, policy_loss
 from vrm.train.loop import corpus
 from vrm.train.rollout import HFBackend, Policy, encode_prompts, get_backend, pack, token_logps
 

@@ -64,17 +64,22 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.tiny, dict):
-            self.tiny = TinyVLMConfig(**self.tiny)
-        bad = set(self.trainable) - set(PARTS)
-        if bad or not self.trainable:
-            raise ValueError(f"trainable must be a non-empty subset of {PARTS}, got {self.trainable}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError("mixed_precision must be no, bf16 or fp16")
+        check_model_fields(self)
         for name in self.formats:
             get_format(name)
         if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
             raise ValueError("steps, batch_size, grad_accum, save_every and eval_every must be >= 1")
+
+
+def check_model_fields(cfg) -> None:
+    """What every training config (SFT, align, GRPO) checks alike: ``tiny`` given as a dict becomes a
+    `TinyVLMConfig`; ``trainable`` is a non-empty subset of `PARTS`; ``mixed_precision`` is known."""
+    if isinstance(cfg.tiny, dict):
+        cfg.tiny = TinyVLMConfig(**cfg.tiny)
+    if set(cfg.trainable) - set(PARTS) or not cfg.trainable:
+        raise ValueError(f"trainable must be a non-empty subset of {PARTS}, got {cfg.trainable}")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError("mixed_precision must be no, bf16 or fp16")
 
 
 def part_of(param_name: str) -> str:
