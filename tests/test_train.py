@@ -15,7 +15,7 @@ from vrm.config import load_config, parse_overrides
 from vrm.model import load_model
 from vrm.tasks import get_task
 from vrm.train.data import IGNORE, collate, encode, step_samples
-from vrm.train.loop import TrainConfig, part_of, set_trainable, train
+from vrm.train.loop import part_of, train
 from vrm.train.sft import SFTConfig
 
 TINY = ["tiny.vision_hidden=32", "tiny.vision_layers=1", "tiny.vision_heads=2", "tiny.lm_hidden=32",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from importlib import resources
@@ -37,8 +38,6 @@ def rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
             pages = int(f.read().split()[1])
-        import os
-
         return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
     except OSError:
         return float("nan")
@@ -100,7 +99,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def health():
         return {"status": "ok", "model": engine.name, "running": engine.running, "waiting": engine.waiting,
                 "served": engine.served, "rss_mb": round(rss_mb(), 1),
-                "formats": [name for name in FORMATS if name != "caption"] + ["caption"]}
+                "formats": list(FORMATS)}
 
     @app.get("/v1/models")
     async def models():
