@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from vrm import VrmError
+from vrm.tasks.shared_data import data_candidates
 
 ENV_VAR = "VRM_CLEVR_DATA"
 REQUIRED = ("metadata.json", "clevr_math_metadata.json", "synonyms.json", "properties.json",
@@ -24,25 +25,13 @@ REQUIRED = ("metadata.json", "clevr_math_metadata.json", "synonyms.json", "prope
 MATH_PREFIX = "math_"
 
 
-def candidate_dirs() -> list[Path]:
-    """Where the CLEVR data may live, in the order they are tried."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return [Path(env)]
-    here = Path(__file__).resolve()
-    # the repository root is src/vrm/tasks/clevr/../../../..; its sibling shared/ holds the data.
-    # Every ancestor is tried, so an installed package inside the repository's venv finds it too.
-    found = [a / "shared" / "data" / "clevr" for a in here.parents]
-    return found + [Path.cwd().parent / "shared" / "data" / "clevr", Path.cwd() / "shared" / "data" / "clevr"]
-
-
 def find_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The CLEVR data folder: ``data_dir`` if given, else the first of `candidate_dirs` that exists.
+    """The CLEVR data folder: ``data_dir`` if given, else the first of `data_candidates` that exists.
 
     Raises:
         VrmError: the folder is missing or lacks one of the files vrm reads.
     """
-    tried = [Path(data_dir)] if data_dir else candidate_dirs()
+    tried = data_candidates("clevr", ENV_VAR, data_dir)
     for path in tried:
         if path.is_dir():
             missing = [name for name in REQUIRED if not (path / name).exists()]

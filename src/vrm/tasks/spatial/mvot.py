@@ -19,12 +19,12 @@ files: the folder is ``$VRM_MVOT_DATA``, else ``shared/data/mvot_samples`` besid
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vrm import VrmError
+from vrm.tasks.shared_data import data_candidates
 from vrm.images import load_image
 from vrm.tasks.base import Explanation, Sample
 from vrm.tasks.spatial import frozenlake, maze
@@ -38,11 +38,7 @@ IMAGES = ("mvot", "vrm")
 def find_data_dir(data_dir: str | Path | None = None) -> Path:
     """The MVoT samples folder: ``data_dir``, else ``$VRM_MVOT_DATA``, else the first
     ``shared/data/mvot_samples`` found above this file or the working directory."""
-    if data_dir or os.environ.get(ENV_VAR):
-        tried = [Path(data_dir or os.environ[ENV_VAR])]
-    else:
-        here = Path(__file__).resolve()
-        tried = [a / "shared" / "data" / "mvot_samples" for a in (*here.parents, Path.cwd(), Path.cwd().parent)]
+    tried = data_candidates("mvot_samples", ENV_VAR, data_dir)
     for path in tried:
         if (path / "frozenlake").is_dir() and (path / "maze").is_dir():
             return path.resolve()
