@@ -22,6 +22,7 @@ def _threads(n: int = 2) -> None:
 
 def cmd_demo(args) -> None:
     """Questions from every registered task, answered by the model; a table and an HTML report."""
+    from vrm.config import parse_overrides
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate, format_table
     from vrm.model import load_model
@@ -52,19 +53,37 @@ def cmd_ask(args) -> None:
     image = load_image(args.image)
     fmt = get_format(args.format)
     model, processor = load_model(args.model)
-    out = generate(model, processor, [image], [question_prompt(args.format, args.question)],
-                   max_new_tokens=args.max_new_tokens or fmt.max_new_tokens)[0]
+    thoughts = []
+    if fmt.name == "visual":
+        from vrm.infer.interleaved import generate_visual
+        from vrm.model.image_codes import load_checkpoint_image_tokenizer
+
+        reply = generate_visual(model, processor, load_checkpoint_image_tokenizer(args.model), [image],
+                                [question_prompt(args.format, args.question)])[0]
+        out, thoughts = reply.text, reply.images
+    else:
+        out = generate(model, processor, [image], [question_prompt(args.format, args.question)],
+                       max_new_tokens=args.max_new_tokens or fmt.max_new_tokens)[0]
     parsed = fmt.parse(out)
     if args.show_reasoning:
         for name, text in parsed.stages.items():
             print(f"[{name}] {text}")
-        print(f"[output] {out}")
+        if thoughts:
+            folder = Path(args.thoughts)
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, picture in enumerate(thoughts, start=1):
+                picture.save(folder / f"thought_{k}.png")
+            print(f"[visual thoughts] {len(thoughts)} images: {folder}/thought_1.png ...")
+        else:
+            print(f"[output] {out}")
     print(parsed.answer if parsed.ok else f"(unparsed) {out}")
 
 
 def cmd_eval(args) -> None:
+    from vrm.config import parse_overrides
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate, format_table
+    from vrm.eval.visual import visual_table
     from vrm.files import write_atomic
     from vrm.infer.scorers import get_scorer
     from vrm.infer.search import get_strategy
@@ -75,17 +94,27 @@ def cmd_eval(args) -> None:
     get_strategy(args.search), get_scorer(args.scorer)  # a bad name fails before the model loads
     if bool(args.task) == bool(args.data):
         raise VrmError("give exactly one of --task NAME or --data FILE.jsonl")
-    task = JsonlTask(args.data) if args.data else get_task(args.task, split=args.split)
+    if args.data and args.params:
+        raise VrmError("task parameters (key=value) apply to --task, not to --data")
+    task = JsonlTask(args.data) if args.data else get_task(args.task, split=args.split, **parse_overrides(args.params))
     samples = eval_samples(task, n=args.n, seed=args.seed)
     if args.report:
         samples = list(samples)  # the report needs the images again
     total = count_samples(task, args.n)
     model, processor = load_model(args.model)
+    image_tokenizer, thoughts = None, {}
+    if args.format == "visual":
+        from vrm.model.image_codes import load_checkpoint_image_tokenizer
+
+        image_tokenizer = load_checkpoint_image_tokenizer(args.model)
     started = time.perf_counter()
     summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
                                 batch_size=args.batch_size, progress=not args.quiet, total=total,
-                                search=args.search, scorer=args.scorer)
+                                search=args.search, scorer=args.scorer, image_tokenizer=image_tokenizer,
+                                thoughts=thoughts)
     print(format_table(summary, f"{args.task or args.data} ({args.format})"))
+    if "visual" in summary:
+        print(visual_table(summary))
     if args.json:
         write_atomic(args.json, json.dumps({**summary, "model": args.model or "embedded", "format": args.format,
                                             "task": args.task, "data": args.data, "seed": args.seed}, indent=2))
@@ -97,7 +126,8 @@ def cmd_eval(args) -> None:
             "accuracy": summary["accuracy"], "seconds": time.perf_counter() - started, "n": summary["n"],
             "model": args.model or "embedded", "data": args.task or args.data})
         path = write_report(Path(args.report) / "report.html", summary, records, {s.id: s.image for s in samples},
-                            f"vrm eval: {args.task or args.data}", runs=runs if len(runs) > 1 else None)
+                            f"vrm eval: {args.task or args.data}", runs=runs if len(runs) > 1 else None,
+                            thoughts=thoughts)
         print(f"report: {path}")
 
 
@@ -129,10 +159,10 @@ def cmd_export(args) -> None:
 
 def cmd_train(args) -> None:
     from vrm.config import load_config
-    from vrm.train import align, grpo, sft
+    from vrm.train import align, grpo, mvot, sft, vq
 
     stages = {"align": (align.AlignConfig, align.run), "sft": (sft.SFTConfig, sft.run),
-              "grpo": (grpo.GRPOConfig, grpo.run)}
+              "grpo": (grpo.GRPOConfig, grpo.run), "vq": (vq.VQConfig, vq.run), "mvot": (mvot.MVoTConfig, mvot.run)}
     names = ["align", "sft"] if args.stage == "all" else [args.stage]
     t0 = time.time()
     for name in names:
@@ -177,7 +207,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--image", required=True)
     a.add_argument("--model")
     a.add_argument("--format", default="direct")
-    a.add_argument("--show-reasoning", action="store_true")
+    a.add_argument("--show-reasoning", action="store_true",
+                   help="print every stage; the visual format also saves its visual thoughts as PNGs")
+    a.add_argument("--thoughts", default="out/ask", help="folder for the visual thoughts (--show-reasoning)")
     a.add_argument("--max-new-tokens", type=int, help="default: enough for the format")
     a.set_defaults(func=cmd_ask)
 
@@ -198,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--records", help="write per-sample records (JSONL) here")
     e.add_argument("--report", help="write an HTML report into this folder")
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("params", nargs="*", help="task parameters as key=value (e.g. style=short sizes=6)")
     e.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="datasets in and out").add_subparsers(dest="action", required=True)
@@ -211,8 +244,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("params", nargs="*", help="task parameters as key=value (e.g. max_objects=8)")
     x.set_defaults(func=cmd_export)
 
-    t = sub.add_parser("train", help="train a stage of the LLaVA recipe (align, sft, both: all) or RL it (grpo)")
-    t.add_argument("stage", choices=["align", "sft", "grpo", "all"])
+    t = sub.add_parser("train", help="train a stage of the LLaVA recipe (align, sft, both: all), RL it (grpo), "
+                                      "or teach it visual thoughts (vq: the image tokenizer, then mvot)")
+    t.add_argument("stage", choices=["align", "sft", "grpo", "vq", "mvot", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -238,8 +272,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
-    if getattr(args, "command", None) == "train" and all("=" in x and not x.startswith("-") for x in extra):
-        args.overrides += extra  # key=value after an option: argparse stops collecting positionals there
+    if getattr(args, "command", None) in ("train", "eval") and all("=" in x and not x.startswith("-") for x in extra):
+        # key=value after an option: argparse stops collecting positionals there
+        target = "overrides" if args.command == "train" else "params"
+        setattr(args, target, getattr(args, target) + extra)
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -67,10 +67,14 @@ def compute_plot(runs: list[dict]) -> bytes:
     return _figure_png(fig)
 
 
-def _card(r: dict, images: dict[str, Image.Image]) -> str:
+def _card(r: dict, images: dict[str, Image.Image], thoughts: dict[str, list[Image.Image]]) -> str:
     e = html.escape
     ok = r["correct"] >= 1.0
     img = f'<img src="{_png(images[r["id"]])}" alt="{e(r["id"])}">' if r["id"] in images else ""
+    if thoughts.get(r["id"]):
+        img += '<div class="thoughts">' + "".join(
+            f'<img src="{_png(t, 56)}" title="visual thought {k}" alt="thought {k}">'
+            for k, t in enumerate(thoughts[r["id"]], start=1)) + "</div>"
     stages = r.get("stages") or {}
     reasoning = "".join(f"<p><i>{e(k)}</i>: {e(v)}</p>" for k, v in stages.items())
     if reasoning:
@@ -81,12 +85,15 @@ def _card(r: dict, images: dict[str, Image.Image]) -> str:
 
 
 def write_report(path: str | Path, summary: dict, records: list[dict], images: dict[str, Image.Image],
-                 title: str = "vrm evaluation", runs: list[dict] | None = None, max_cards: int = 60) -> Path:
+                 title: str = "vrm evaluation", runs: list[dict] | None = None, max_cards: int = 60,
+                 thoughts: dict[str, list[Image.Image]] | None = None) -> Path:
     """Write the report at ``path`` (plots beside it as ``<stem>-families.png`` / ``<stem>-compute.png``).
 
     ``images`` maps sample id -> image; ``runs`` (optional) are the points of the accuracy-vs-compute
-    plot; the gallery shows up to ``max_cards`` wrong and ``max_cards`` right samples.
+    plot; ``thoughts`` (optional) maps sample id -> its visual thoughts, shown in order under the
+    image; the gallery shows up to ``max_cards`` wrong and ``max_cards`` right samples.
     """
+    thoughts = thoughts or {}
     e = html.escape
     path = Path(path)
     plots = {"families": family_plot(summary)}
@@ -102,6 +109,12 @@ def write_report(path: str | Path, summary: dict, records: list[dict], images: d
                        for r in runs or [])
     if compared:
         compared = f"<table><tr><th>run</th><th>accuracy</th><th>seconds</th></tr>{compared}</table>"
+    visual = "".join(f"<tr><td>{e(t)}</td><td>{100 * v['v_acc']:.1f}%</td><td>{100 * v['v_red']:.1f}%</td>"
+                     f"<td>{v['v_steps']:.2f}</td><td>{100 * v['v_ratio']:.1f}%</td></tr>"
+                     for t, v in {**summary.get("visual_per_task", {}), "overall": summary.get("visual")}.items() if v)
+    if visual:
+        compared += ("<table><tr><th>visual thoughts</th><th>V-Acc</th><th>V-Red</th><th>V-Steps</th><th>V-Ratio</th>"
+                     f"</tr>{visual}</table>")
     wrong = [r for r in records if r["correct"] < 1.0]
     right = [r for r in records if r["correct"] >= 1.0]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>
@@ -109,12 +122,12 @@ body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-col
 td,th{{border:1px solid #ccc;padding:.3em .8em}} .grid{{display:flex;flex-wrap:wrap;gap:12px}}
 .card{{width:180px;border:2px solid;border-radius:6px;padding:8px;font-size:13px}} .card img{{image-rendering:pixelated}}
 .right{{border-color:#16a34a}} .wrong{{border-color:#dc2626;background:#fef2f2}} .q{{font-weight:600}}
-.verdict{{color:#555}} .plot{{max-width:100%;margin:.5em 1em .5em 0}}</style></head><body><h1>{e(title)}</h1>
+.verdict{{color:#555}} .thoughts img{{margin:2px 2px 0 0}} .plot{{max-width:100%;margin:.5em 1em .5em 0}}</style></head><body><h1>{e(title)}</h1>
 <p>Overall accuracy <b>{100 * summary['accuracy']:.1f}%</b> on {summary['n']} questions.</p>
 <table><tr><th>task</th><th>accuracy</th></tr>{tasks}</table>
 <table><tr><th>family</th><th>accuracy</th></tr>{families}</table>{compared}
 <div>{''.join(figures)}</div>
-<h2>Wrong ({len(wrong)}; showing {min(len(wrong), max_cards)})</h2><div class="grid">{''.join(_card(r, images) for r in wrong[:max_cards])}</div>
-<h2>Right ({len(right)}; showing {min(len(right), max_cards)})</h2><div class="grid">{''.join(_card(r, images) for r in right[:max_cards])}</div>
+<h2>Wrong ({len(wrong)}; showing {min(len(wrong), max_cards)})</h2><div class="grid">{''.join(_card(r, images, thoughts) for r in wrong[:max_cards])}</div>
+<h2>Right ({len(right)}; showing {min(len(right), max_cards)})</h2><div class="grid">{''.join(_card(r, images, thoughts) for r in right[:max_cards])}</div>
 </body></html>"""
     return write_atomic(path, page)

@@ -7,6 +7,7 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
+from vrm import VrmError
 from vrm.formats import get_format
 from vrm.infer.generate import generate
 from vrm.infer.search import Query, run_search
@@ -34,10 +35,23 @@ def summarize(records: list[dict]) -> dict:
 
 def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str = "direct",
              batch_size: int = 64, max_new_tokens: int | None = None, progress: bool = True,
-             total: int | None = None, search: str = "greedy", scorer: str = "likelihood") -> tuple[dict, list[dict]]:
+             total: int | None = None, search: str = "greedy", scorer: str = "likelihood",
+             image_tokenizer=None, thoughts: dict | None = None) -> tuple[dict, list[dict]]:
     """Answer every sample (greedily, or with a `vrm.infer.search` strategy and scorer); returns
-    (summary, per-sample records)."""
+    (summary, per-sample records).
+
+    The ``visual`` format answers with visual thoughts (`vrm.eval.visual`): it needs the model's
+    ``image_tokenizer``, and fills ``thoughts`` (sample id -> drawn images) when given one."""
     fmt = get_format(format)
+    if fmt.name == "visual":
+        from vrm.eval.visual import evaluate_visual
+
+        if search != "greedy":
+            raise VrmError("search strategies work on text formats; the visual format decodes greedily")
+        if image_tokenizer is None:
+            raise VrmError("the visual format needs the model's image tokenizer")
+        return evaluate_visual(model, processor, image_tokenizer, pairs, batch_size=min(batch_size, 32),
+                               progress=progress, total=total, keep_images=thoughts)
     max_new_tokens = max_new_tokens or fmt.max_new_tokens
     records: list[dict] = []
     bar = tqdm(total=total, desc="eval", unit="q", disable=not progress, leave=False)

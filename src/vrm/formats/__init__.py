@@ -9,8 +9,10 @@ from __future__ import annotations
 from vrm import VrmError
 from vrm.formats.direct import CaptionFormat, DirectFormat, Parsed
 from vrm.formats.structured import StagesFormat, ThinkFormat
+from vrm.formats.visual import VisualFormat
 
-FORMATS = {"direct": DirectFormat(), "caption": CaptionFormat(), "think": ThinkFormat(), "stages": StagesFormat()}
+FORMATS = {"direct": DirectFormat(), "caption": CaptionFormat(), "think": ThinkFormat(), "stages": StagesFormat(),
+           "visual": VisualFormat()}
 
 
 def question_prompt(name: str, question: str) -> str:

@@ -22,6 +22,7 @@ class Parsed:
 class DirectFormat:
     name = "direct"
     structured = False  # True: the completion holds reasoning stages around the answer
+    text_only = True  # False: targets hold image codes (the visual format), not tokenizer-training text
     max_new_tokens = 32  # enough for any target of the format
 
     def prompt(self, sample: Sample) -> str:

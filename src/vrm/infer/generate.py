@@ -47,18 +47,22 @@ def generate_completions(
     do_sample: bool = False,
     temperature: float = 1.0,
     num_return_sequences: int = 1,
+    prefixes: Sequence[str] | None = None,
+    extra_stops: Sequence[int] = (),
     **generate_kwargs,
 ) -> list[Completion]:
     """Answer each (image, question) pair; ``num_return_sequences`` completions per pair, in order.
 
     Prompts are left-padded into one batch; special tokens the formats use (``<think>``...) are
-    kept in the text, only padding and the stop token are dropped. Extra keyword arguments
-    (``streamer``, ``stopping_criteria``, ``max_time`` ...) go to HF ``generate``.
+    kept in the text, only padding and the stop token are dropped. ``prefixes`` continue each reply
+    from text already written (the prefix is not part of the result); ``extra_stops`` are token ids
+    that end a completion besides end-of-turn (kept in the text). Extra keyword arguments
+    (``streamer``, ``stopping_criteria``, ``max_time``, ``logits_processor`` ...) go to HF ``generate``.
     """
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     try:
-        prompts = [prompt_text(processor, q) for q in questions]
+        prompts = [prompt_text(processor, q) + (prefixes[i] if prefixes else "") for i, q in enumerate(questions)]
         inputs = processor(images=list(images), text=prompts, padding=True, return_tensors="pt")
     finally:
         tok.padding_side = side
@@ -73,15 +77,15 @@ def generate_completions(
         top_p=None,
         top_k=None,
         num_return_sequences=num_return_sequences,
-        eos_token_id=stops,
+        eos_token_id=stops + [t for t in extra_stops if t not in stops],
         pad_token_id=pad,
         **generate_kwargs,
     )
     prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
     results = []
     for row, ids in enumerate(out[:, inputs["input_ids"].shape[1]:].tolist()):
-        cut = next((i for i, t in enumerate(ids) if t in stops), None)
-        kept = [t for t in ids[:cut] if t != tok.pad_token_id]
+        cut = next((i for i, t in enumerate(ids) if t in stops or t in extra_stops), None)
+        kept = [t for t in ids[:None if cut is None else cut + (ids[cut] in extra_stops)] if t != tok.pad_token_id]
         results.append(Completion(tok.decode(kept, skip_special_tokens=False).strip(),
                                   int(prompt_lengths[row // num_return_sequences]), len(kept),
                                   "length" if cut is None else "stop"))

@@ -37,13 +37,18 @@ def load_model(path: str | Path | None = None, dtype: torch.dtype = torch.float3
     return model, processor
 
 
-def save_model(model, processor, out_dir: str | Path) -> Path:
-    """Save a standard HF checkpoint atomically: write beside, then swap folders."""
+def save_model(model, processor, out_dir: str | Path, extras: dict | None = None) -> Path:
+    """Save a standard HF checkpoint atomically: write beside, then swap folders.
+
+    ``extras`` maps a subfolder name to another HF model saved inside the checkpoint (e.g. the image
+    tokenizer of a model that draws visual thoughts)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    for name, extra in (extras or {}).items():
+        extra.save_pretrained(tmp / name)
     old = out_dir.with_name(out_dir.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():

@@ -99,7 +99,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def health():
         return {"status": "ok", "model": engine.name, "running": engine.running, "waiting": engine.waiting,
                 "served": engine.served, "rss_mb": round(rss_mb(), 1),
-                "formats": list(FORMATS)}
+                "formats": [name for name, f in FORMATS.items() if f.text_only]}
 
     @app.get("/v1/models")
     async def models():

@@ -131,6 +131,8 @@ def parse_chat(body: bytes, limits: Limits) -> ChatRequest:
         get_format(fmt if isinstance(fmt, str) else "")
     except VrmError as e:
         raise _bad(str(e)) from None
+    if not get_format(fmt).text_only:
+        raise _bad(f"format {fmt!r} draws images (visual thoughts); the API serves text formats: use `vrm ask`")
     search = data.get("search") or "greedy"
     if search not in SEARCHES:
         raise _bad(f"unknown search {json.dumps(search)[:40]}; known: {', '.join(SEARCHES)}")

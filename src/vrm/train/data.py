@@ -44,9 +44,14 @@ def target_text(processor, prompt: str, question: str, answer: str) -> str:
 def encode(processor, sample: Sample, question: str, answer: str) -> dict[str, torch.Tensor]:
     """One example: prompt (image expanded to its tokens) + target; labels only on the target."""
     prompt = prompt_text(processor, question)
-    enc = processor(images=[sample.image], text=[prompt], return_tensors="pt")
-    target = processor.tokenizer(target_text(processor, prompt, question, answer), add_special_tokens=False,
-                                 return_tensors="pt")["input_ids"]
+    return encode_text(processor, sample.image, prompt, target_text(processor, prompt, question, answer))
+
+
+def encode_text(processor, image, prompt: str, target: str) -> dict[str, torch.Tensor]:
+    """One example from its two texts: ``prompt`` (with the image placeholder; no loss) then
+    ``target`` (loss on every token)."""
+    enc = processor(images=[image], text=[prompt], return_tensors="pt")
+    target = processor.tokenizer(target, add_special_tokens=False, return_tensors="pt")["input_ids"]
     prompt_ids = enc.pop("input_ids")
     enc.pop("attention_mask", None)
     input_ids = torch.cat([prompt_ids, target], dim=1)[0]

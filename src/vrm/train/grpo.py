@@ -119,7 +119,8 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         check_model_fields(self)
-        get_format(self.format)
+        if not get_format(self.format).text_only:
+            raise ValueError(f"GRPO samples text completions; format {self.format!r} draws images")
         check_weights(self.rewards)
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")

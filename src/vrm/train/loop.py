@@ -37,7 +37,7 @@ PARTS = ("vision", "projector", "lm")
 class TrainConfig:
     """One training stage. Align and SFT differ in defaults only (see align.py, sft.py)."""
 
-    model: str = "scratch"  # "scratch" builds the tiny VLM from `tiny`; else a path or hub id
+    model: str = "scratch"  # "scratch" builds the tiny VLM from `tiny`; "embedded": the shipped model; else a path or hub id
     tiny: TinyVLMConfig = field(default_factory=TinyVLMConfig)
     tasks: dict[str, float] = field(default_factory=lambda: {"shapes": 1.0, "easyvqa": 1.0})
     task_params: dict[str, dict] = field(default_factory=dict)
@@ -118,22 +118,57 @@ def corpus(tasks, n: int = 3000) -> list[str]:
     for task in tasks:
         for seed in range(n):
             s = task.sample(seed)
-            texts += [text for fmt in FORMATS.values() for text in (fmt.prompt(s), fmt.target(s, task))]
+            texts += [text for fmt in FORMATS.values() if fmt.text_only for text in (fmt.prompt(s), fmt.target(s, task))]
     return texts
 
 
-def base_model(cfg: TrainConfig, tasks, out: Path, main: bool):
-    """The starting weights, saved once under ``out/base`` so a resumed run rebuilds the same model."""
+def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: "Stage | None" = None):
+    """The starting weights, saved once under ``out/base`` so a resumed run rebuilds the same model.
+
+    ``stage.prepare`` changes them once before that save (e.g. MVoT adds image-code tokens)."""
     base = out / "base"
     if not (base / "config.json").is_file():
         if cfg.model == "scratch":
             model, processor = build_tiny_vlm(cfg.tiny, corpus(tasks, cfg.tiny.tokenizer_corpus))
         else:
-            model, processor = load_model(cfg.model)
+            model, processor = load_model(None if cfg.model == "embedded" else cfg.model)
+        if stage is not None:
+            model, processor = stage.prepare(model, processor)
         if main:
-            save_model(model, processor, base)
+            (stage.save if stage is not None else save_model)(model, processor, base)
         return model, processor
     return load_model(base)
+
+
+class Stage:
+    """What a stage plugs into the shared loop: its examples, its loss, its evaluation and what its
+    checkpoints hold. This default is the LLaVA recipe's (align, SFT): one format per micro-batch,
+    cross-entropy on the target tokens, accuracy with ``cfg.eval_format``."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.fmt_names, self.fmt_weights = list(cfg.formats), list(cfg.formats.values())
+
+    def prepare(self, model, processor):
+        """Change the starting weights once, before they are saved as the run's base."""
+        return model, processor
+
+    def examples(self, processor, pairs, draw: int) -> list[dict]:
+        # One format per micro-batch: mixing a long caption into a batch of short answers
+        # would pad every row to the caption's length.
+        fmt = get_format(random.Random(f"fmt-{self.cfg.seed}-{draw}").choices(self.fmt_names, self.fmt_weights)[0])
+        return [encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task)) for task, sample in pairs]
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
+        """The loss to minimise and named parts to log."""
+        return model(**batch).loss, {}
+
+    def evaluate(self, model, processor, pairs) -> dict:
+        summary, _ = evaluate(model, processor, pairs, self.cfg.eval_format, progress=False)
+        return summary
+
+    def save(self, model, processor, folder: Path) -> None:
+        save_model(model, processor, folder)
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -174,11 +209,12 @@ def truncate_log(out: Path, step: int) -> None:
         write_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     """Run one stage to ``cfg.steps``, resuming from the newest checkpoint in ``cfg.out_dir``.
 
     Returns the folder of the final HF checkpoint (``out_dir/final``).
     """
+    stage = stage or Stage(cfg)
     torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
     out = Path(cfg.out_dir)
@@ -188,7 +224,7 @@ def train(cfg: TrainConfig) -> Path:
         write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
     tasks = [get_task(name, **cfg.task_params.get(name, {})) for name in cfg.tasks]
     weights = list(cfg.tasks.values())
-    model, processor = base_model(cfg, tasks, out, main)
+    model, processor = base_model(cfg, tasks, out, main, stage)
     accelerator.wait_for_everyone()
     n_train = set_trainable(model, cfg.trainable)
     if cfg.lora_r:
@@ -212,7 +248,6 @@ def train(cfg: TrainConfig) -> Path:
         (out / "log.jsonl").unlink(missing_ok=True)
 
     eval_tasks = [get_task(name, **{**cfg.task_params.get(name, {}), "split": "test"}) for name in cfg.tasks]
-    fmt_names, fmt_weights = list(cfg.formats), list(cfg.formats.values())
     pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id
@@ -221,25 +256,22 @@ def train(cfg: TrainConfig) -> Path:
         model.eval()
         pairs = [(t, s) for t in eval_tasks for s in eval_samples(t, n=cfg.eval_n, seed=0)]
         with accelerator.autocast():
-            summary, _ = evaluate(accelerator.unwrap_model(model), processor, pairs, cfg.eval_format,
-                                  progress=False)
+            summary = stage.evaluate(accelerator.unwrap_model(model), processor, pairs)
         model.train()
         return summary
 
     bar = tqdm(total=cfg.steps, initial=start, desc=out.name, unit="step", disable=not (main and cfg.progress))
-    t0, losses = time.time(), []
+    t0, losses, parts = time.time(), [], {}
     for step in range(start, cfg.steps):
         for micro in range(cfg.grad_accum):
             with accelerator.accumulate(model):
                 draw = step * cfg.grad_accum + micro
                 pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index)
-                # One format per micro-batch: mixing a long caption into a batch of short answers
-                # would pad every row to the caption's length.
-                fmt = get_format(random.Random(f"fmt-{cfg.seed}-{draw}").choices(fmt_names, fmt_weights)[0])
-                examples = [encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task))
-                            for task, sample in pairs]
+                examples = stage.examples(processor, pairs, draw)
                 batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
-                loss = model(**batch).loss
+                loss, named = stage.loss(model, batch)
+                for k, v in named.items():
+                    parts.setdefault(k, []).append(float(v))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -254,8 +286,9 @@ def train(cfg: TrainConfig) -> Path:
         entry = None
         if done_steps % cfg.log_every == 0 or done_steps == cfg.steps:
             entry = {"step": done_steps, "loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0],
-                     "elapsed": round(time.time() - t0, 1)}
+                     **{k: sum(v) / len(v) for k, v in parts.items()}, "elapsed": round(time.time() - t0, 1)}
             losses.clear()
+            parts.clear()
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
         if done_steps % cfg.eval_every == 0 or done_steps == cfg.steps:
             entry = entry or {"step": done_steps}
@@ -274,6 +307,6 @@ def train(cfg: TrainConfig) -> Path:
         model_out = accelerator.unwrap_model(model)
         if cfg.lora_r:
             model_out = model_out.merge_and_unload()
-        save_model(model_out, processor, final)
+        stage.save(model_out, processor, final)
         print(f"trained {n_train / 1e6:.2f}M parameters for {cfg.steps} steps -> {final}")
     return final

@@ -1,0 +1,166 @@
+"""`visual`: MVoT's interleaved reasoning. Each step is an action in words followed by an image of
+the state after it (a *visual thought*, as image-code tokens between ``<boi>`` and ``<eoi>``); the
+last step is the answer::
+
+    <boi><img_3>...<img_9><eoi> Step 1: Go down. <boi>...<eoi> Step 2: Go right. <boi>...<eoi> The answer is B.
+
+The first image is the question's own image, encoded by the image tokenizer and put in the context by
+vrm (the model never draws it). Following MVoT, the model learns one step at a time with only the
+question's image (through the vision tower) and the latest image (as codes) in its context:
+`step_examples` cuts a trajectory into (context, target) pairs, and interleaved decoding
+(`vrm.infer.interleaved`) builds the same contexts at inference, so training and decoding agree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from vrm.formats.direct import DirectFormat, Parsed
+from vrm.tasks.base import Sample, Task
+
+BOI, EOI = "<boi>", "<eoi>"
+VISUAL_PROMPT = "Draw the state after each action, then answer."
+_CODE = re.compile(r"<img_(\d+)>")
+_IMAGE = re.compile(re.escape(BOI) + r"(.*?)(?:" + re.escape(EOI) + r"|$)", re.DOTALL)
+_ANSWER = re.compile(r"(?:the\s+)?answer\s+is\b.*", re.IGNORECASE | re.DOTALL)
+
+
+def code_token(code: int) -> str:
+    """The token of image code ``code``.
+
+    >>> code_token(7)
+    '<img_7>'
+    """
+    return f"<img_{code}>"
+
+
+def image_text(codes: Sequence[int]) -> str:
+    """An image as text: its codes between the image markers.
+
+    >>> image_text([3, 0])
+    '<boi><img_3><img_0><eoi>'
+    """
+    return BOI + "".join(code_token(int(c)) for c in codes) + EOI
+
+
+def read_images(text: str) -> list[list[int]]:
+    """The codes of every image in ``text``, in order (an image cut short keeps the codes it has).
+
+    >>> read_images("<boi><img_1><img_2><eoi> Step 1: Go up. <boi><img_5>")
+    [[1, 2], [5]]
+    """
+    return [[int(c) for c in _CODE.findall(body)] for body in _IMAGE.findall(text)]
+
+
+def strip_images(text: str) -> str:
+    """``text`` with every image replaced by ``[image]``.
+
+    >>> strip_images("<boi><img_1><eoi> Step 1: Go up. <boi><img_5><img_6><eoi> The answer is A.")
+    '[image] Step 1: Go up. [image] The answer is A.'
+    """
+    return _IMAGE.sub("[image]", text)
+
+
+def action_phrase(action) -> str:
+    """A trace action as MVoT words it: moves (gymnasium codes or words) become "Go down"; other
+    actions ("pick up") are capitalised.
+
+    >>> action_phrase(1), action_phrase("left"), action_phrase("pick up")
+    ('Go down', 'Go left', 'Pick up')
+    """
+    from vrm.tasks.spatial.choices import MOVES
+
+    word = MOVES[action] if isinstance(action, int) else str(action)
+    return f"Go {word}" if word in MOVES else word.capitalize()
+
+
+def step_lines(sample: Sample) -> list[str]:
+    """One line per action the trace takes (a FrozenLake walk that falls stops there).
+
+    >>> step_lines(Sample("x", None, "q", "A", "t", trace={"actions": [1, 2, 0], "states": [[0, 0], [1, 0], [1, 1]]}))
+    ['Step 1: Go down.', 'Step 2: Go right.']
+    """
+    taken = len(sample.trace["states"]) - 1
+    return [f"Step {i + 1}: {action_phrase(a)}." for i, a in enumerate(sample.trace["actions"][:taken])]
+
+
+def answer_line(sample: Sample) -> str:
+    return f"The answer is {sample.answer}."
+
+
+def context(lines: Sequence[str], latest: Sequence[int]) -> str:
+    """What the assistant has written before a step, as MVoT keeps it: the step lines so far and
+    only the latest image.
+
+    >>> context([], [4]), context(["Step 1: Go up."], [2])
+    ('<boi><img_4><eoi>', 'Step 1: Go up. <boi><img_2><eoi>')
+    """
+    return " ".join([*lines, image_text(latest)])
+
+
+def step_example(sample: Sample, k: int, latest: Sequence[int], following: Sequence[int] | None) -> tuple[str, str]:
+    """MVoT's one-step example k: the context after k actions (the step lines so far and the image
+    of state k, ``latest``) and the target: the next action line and the image of state k+1
+    (``following``), or, after the last action (k = number of steps), the answer. A target that
+    ends the reply ends with the end-of-turn token, added by the trainer."""
+    lines = step_lines(sample)
+    if not 0 <= k <= len(lines):
+        raise ValueError(f"{sample.id}: step {k} of {len(lines)}")
+    target = f" {lines[k]} {image_text(following)}" if k < len(lines) else f" {answer_line(sample)}"
+    return context(lines[:k], latest), target
+
+
+def step_examples(sample: Sample, codes: Sequence[Sequence[int]]) -> list[tuple[str, str]]:
+    """A whole trajectory cut into MVoT's one-step examples (`step_example` for every k);
+    ``codes[k]`` are the image codes of the state after k actions (``codes[0]``: the question's image).
+
+    >>> step_examples(Sample("x", None, "q", "C", "t", trace={"actions": [3], "states": [[1, 0], [0, 0]]}), [[1], [2]])
+    [('<boi><img_1><eoi>', ' Step 1: Go up. <boi><img_2><eoi>'), ('Step 1: Go up. <boi><img_2><eoi>', ' The answer is C.')]
+    """
+    steps = len(step_lines(sample))
+    if len(codes) != steps + 1:
+        raise ValueError(f"{sample.id}: {steps} steps need {steps + 1} images, got {len(codes)}")
+    return [step_example(sample, k, codes[k], codes[k + 1] if k < steps else None) for k in range(steps + 1)]
+
+
+class VisualFormat(DirectFormat):
+    """MVoT's interleaved text and image steps. Generation needs interleaved decoding with an image
+    tokenizer (`vrm.infer.interleaved`); ``target`` needs the images' codes, so it takes them."""
+
+    name = "visual"
+    structured = True
+    text_only = False  # its targets hold image codes: not tokenizer-training text
+    max_new_tokens = 96  # per step: an action line and one image of up to 64 codes
+
+    def prompt(self, sample: Sample) -> str:
+        return f"{sample.question} {VISUAL_PROMPT}"
+
+    def target(self, sample: Sample, task: Task | None = None, codes: Sequence[Sequence[int]] | None = None) -> str:
+        """The whole interleaved reply (every image), from the codes of every state."""
+        if codes is None:
+            raise ValueError("the visual format's target needs the image codes of every state "
+                             "(an image tokenizer: vrm train vq)")
+        lines = step_lines(sample)
+        parts = [image_text(codes[0])]
+        for line, image in zip(lines, codes[1:]):
+            parts += [line, image_text(image)]
+        return " ".join([*parts, answer_line(sample)])
+
+    def parse(self, completion: str) -> Parsed:
+        """The answer is what follows the last image ("The answer is B."); stages hold the steps in
+        words (images as ``[image]``) and the number of images. No answer sentence: unparsed.
+
+        >>> p = VisualFormat().parse("<boi><img_1><eoi> Step 1: Go up. <boi><img_2><eoi> The answer is B.")
+        >>> p.answer, p.stages["steps"], p.ok
+        ('The answer is B.', '[image] Step 1: Go up. [image] The answer is B.', True)
+        >>> VisualFormat().parse("<boi><img_1><eoi> Step 1: Go up. <boi><img_2>").ok
+        False
+        """
+        tail = completion.rsplit(EOI, 1)[-1] if EOI in completion else completion
+        if BOI in tail:
+            tail = ""
+        found = _ANSWER.search(tail)
+        answer = found.group(0).strip() if found else ""
+        stages = {"steps": strip_images(completion).strip(), "images": str(len(read_images(completion)))}
+        return Parsed(answer, stages, bool(answer))

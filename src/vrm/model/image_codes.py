@@ -1,0 +1,61 @@
+"""Image codes in a VLM's vocabulary, for visual thoughts (MVoT): one token per code of the image
+tokenizer (``<img_0>`` ... ``<img_{K-1}>``), with ``<boi>``/``<eoi>`` around each image.
+
+A checkpoint that draws visual thoughts keeps its image tokenizer beside it, in
+``<checkpoint>/image_tokenizer``, so it is one folder to copy and to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vrm import VrmError
+from vrm.formats.visual import BOI, EOI, code_token
+
+IMAGE_TOKENIZER_DIR = "image_tokenizer"
+
+
+def add_image_codes(model, processor, codebook_size: int):
+    """Add ``codebook_size`` code tokens (and the image markers, if missing) to the tokenizer and
+    grow the LM's embeddings to match; new rows start near the mean of the old ones."""
+    tok = processor.tokenizer
+    if code_token(0) in tok.get_vocab():
+        raise VrmError("this model already has image-code tokens")
+    tok.add_tokens([BOI, EOI], special_tokens=True)
+    tok.add_tokens([code_token(i) for i in range(codebook_size)], special_tokens=True)
+    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    return model, processor
+
+
+def code_ids(tokenizer) -> tuple[int, int]:
+    """(id of ``<img_0>``, number of codes): the codes' ids are one contiguous run.
+
+    Raises `VrmError` when the tokenizer has no image codes (a model not trained for visual thoughts).
+    """
+    vocab = tokenizer.get_vocab()
+    if code_token(0) not in vocab:
+        raise VrmError("this model has no image-code tokens: the visual format needs a model trained with "
+                       "`vrm train mvot` (it draws visual thoughts)")
+    first, n = vocab[code_token(0)], 0
+    while code_token(n) in vocab:
+        if vocab[code_token(n)] != first + n:
+            raise VrmError("image-code token ids are not contiguous")
+        n += 1
+    return first, n
+
+
+def marker_ids(tokenizer) -> tuple[int, int]:
+    """The ids of ``<boi>`` and ``<eoi>``."""
+    return tokenizer.convert_tokens_to_ids(BOI), tokenizer.convert_tokens_to_ids(EOI)
+
+
+def load_checkpoint_image_tokenizer(model_path: str | Path | None):
+    """The image tokenizer saved with a visual-thought checkpoint (``<path>/image_tokenizer``)."""
+    from vrm.model.load import DEFAULT_MODEL_DIR
+    from vrm.model.vq import load_image_tokenizer
+
+    folder = Path(model_path or DEFAULT_MODEL_DIR) / IMAGE_TOKENIZER_DIR
+    if not (folder / "config.json").is_file():
+        raise VrmError(f"{folder}: no image tokenizer here; the visual format needs a checkpoint from "
+                       "`vrm train mvot` (it saves its image tokenizer beside the model)")
+    return load_image_tokenizer(folder)

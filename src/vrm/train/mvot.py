@@ -1,0 +1,144 @@
+"""Multimodal Visualization-of-Thought: teach a VLM to draw the state after each action (visual
+thoughts, as image-code tokens of a frozen image tokenizer) before it answers.
+
+The model's vocabulary gains one token per code of the image tokenizer (`vrm train vq`); the
+examples are MVoT's single steps (`vrm.formats.visual.step_examples`: with only the question's
+image and the latest image in the context, produce the next action line and its image, or the
+answer), one step drawn at random per episode and batch row. The loss is cross-entropy on the
+target's text and image tokens plus the **token discrepancy loss** (`token_discrepancy_loss`),
+weight ``discrepancy_weight`` (MVoT: 1); at 0 this is MVoT's "Interleaved" baseline.
+
+Everything else (accelerate, checkpoints, resume, the log, the progress bar) is the shared loop's
+(`vrm.train.loop`). The final checkpoint keeps the image tokenizer in ``image_tokenizer/``::
+
+    vrm train vq --recipe recipes/mvot.yaml
+    vrm train mvot --recipe recipes/mvot.yaml
+    vrm eval --model runs/mvot/final --task frozenlake --format visual style=short
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vrm.formats import get_format
+from vrm.formats.visual import step_example
+from vrm.infer.generate import prompt_text
+from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids
+from vrm.model.load import save_model
+from vrm.train.data import encode_text
+from vrm.train.loop import Stage, TrainConfig, train
+
+DISCREPANCIES = ("mse", "euclidean")
+
+
+def token_discrepancy_loss(code_logits: torch.Tensor, targets: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    """MVoT's L_D: the expected codebook distance between the predicted and the true code,
+    ``mean over image positions of sum_j S[gt, j] * p_j``, p the softmax over image-code logits only.
+
+    Shapes: code_logits (N, K) (the logits of the K image codes at N image positions), targets (N,)
+    code indices, distances (K, K) with S[i, i] = 0. Zero when N = 0.
+
+    >>> S = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    >>> round(token_discrepancy_loss(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 0]), S).item(), 4)
+    0.3096
+    """
+    if code_logits.shape[0] == 0:
+        return code_logits.sum() * 0.0
+    probs = torch.softmax(code_logits.float(), dim=-1)
+    return (distances.to(probs)[targets] * probs).sum(dim=-1).mean()
+
+
+@dataclass
+class MVoTConfig(TrainConfig):
+    model: str = "embedded"  # the shipped model, or a checkpoint folder (any vrm / HF LLaVA checkpoint)
+    vq: str = "runs/vq/final"  # the image tokenizer (`vrm train vq`), frozen
+    tasks: dict[str, float] = field(default_factory=lambda: {"frozenlake": 1.0, "maze": 1.0})
+    task_params: dict[str, dict] = field(
+        default_factory=lambda: {"frozenlake": {"style": "short"}, "maze": {"style": "short"}})
+    formats: dict[str, float] = field(default_factory=lambda: {"visual": 1.0})
+    eval_format: str = "visual"
+    trainable: list[str] = field(default_factory=lambda: ["vision", "projector", "lm"])
+    discrepancy_weight: float = 1.0  # 0: cross-entropy only (MVoT's "Interleaved" baseline)
+    discrepancy: str = "mse"  # codebook distance S: "mse" (the paper) or "euclidean" (MVoT's public code)
+    batch_size: int = 16
+    lr: float = 5e-4
+    steps: int = 1500
+    eval_every: int = 500
+    eval_n: int = 100
+    save_every: int = 100
+    out_dir: str = "runs/mvot"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.discrepancy not in DISCREPANCIES:
+            raise ValueError(f"discrepancy must be one of {DISCREPANCIES}, got {self.discrepancy!r}")
+        if self.discrepancy_weight < 0:
+            raise ValueError("discrepancy_weight must be >= 0")
+        if set(self.formats) != {"visual"} or self.eval_format != "visual":
+            raise ValueError("MVoT trains and evaluates the visual format only")
+
+
+class MVoTStage(Stage):
+    """The shared loop's hooks for MVoT: image-code tokens, one-step examples, CE + L_D, visual eval."""
+
+    def __init__(self, cfg: MVoTConfig):
+        from vrm.model.vq import load_image_tokenizer
+
+        super().__init__(cfg)
+        self.vq = load_image_tokenizer(cfg.vq)
+        self.distances = self.vq.code_distances(cfg.discrepancy)
+        self.fmt = get_format("visual")
+        self.codes: tuple[int, int] | None = None
+
+    def prepare(self, model, processor):
+        return add_image_codes(model, processor, self.vq.config.codebook_size)
+
+    def examples(self, processor, pairs, draw: int) -> list[dict]:
+        """One random step per episode; only the two images it needs are rendered and encoded."""
+        self.codes = code_ids(processor.tokenizer)
+        rng = random.Random(f"mvot-{self.cfg.seed}-{draw}")
+        chosen = []
+        for task, sample in pairs:
+            k = rng.randrange(len(sample.trace["states"]))  # k = steps taken: the answer step
+            shown = [k, k + 1] if k + 1 < len(sample.trace["states"]) else [k]
+            chosen.append((task, sample, k, [task.render(sample.trace, j) for j in shown]))
+        flat = self.vq.encode([im for *_, images in chosen for im in images]).tolist()
+        out, at = [], 0
+        end = processor.tokenizer.eos_token
+        for task, sample, k, images in chosen:
+            codes, at = flat[at:at + len(images)], at + len(images)
+            ctx, target = step_example(sample, k, codes[0], codes[1] if len(codes) > 1 else None)
+            if len(codes) == 1:
+                target += end
+            prompt = prompt_text(processor, self.fmt.prompt(sample)) + ctx
+            out.append(encode_text(processor, sample.image, prompt, target))
+        return out
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy (the model's own, on target tokens) + weight * L_D on the target's image codes."""
+        first, k = self.codes
+        out = model(**batch)
+        labels = batch["labels"][:, 1:]
+        at = (labels >= first) & (labels < first + k)
+        code_logits = out.logits[:, :-1][at][:, first:first + k]
+        l_d = token_discrepancy_loss(code_logits, labels[at] - first, self.distances)
+        weight = self.cfg.discrepancy_weight
+        loss = out.loss + weight * l_d if weight else out.loss
+        return loss, {"ce": out.loss.item(), "l_d": l_d.item()}
+
+    def evaluate(self, model, processor, pairs) -> dict:
+        from vrm.eval.visual import evaluate_visual
+
+        summary, _ = evaluate_visual(model, processor, self.vq, pairs, progress=False)
+        return summary
+
+    def save(self, model, processor, folder: Path) -> None:
+        save_model(model, processor, folder, extras={IMAGE_TOKENIZER_DIR: self.vq})
+
+
+def run(cfg: MVoTConfig) -> Path:
+    return train(cfg, MVoTStage(cfg))

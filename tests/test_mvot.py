@@ -1,0 +1,245 @@
+"""Visual thoughts (MVoT): the visual format, the token discrepancy loss, interleaved decoding, the
+V-metrics and `vrm train mvot` end to end on a tiny model."""
+
+import json
+
+import pytest
+import torch
+from transformers import LogitsProcessor
+
+from vrm import VrmError
+from vrm.config import load_config
+from vrm.eval.visual import thought_checks, visual_summary
+from vrm.formats import get_format
+from vrm.formats.visual import image_text, read_images, step_examples, step_lines
+from vrm.infer.interleaved import ImageSpanConstraint, generate_visual
+from vrm.model.image_codes import code_ids, load_checkpoint_image_tokenizer, marker_ids
+from vrm.model.vq import ImageTokenizer, ImageTokenizerConfig
+from vrm.tasks import get_task
+from vrm.train.mvot import MVoTConfig, run, token_discrepancy_loss
+
+TINY = ["tiny.vision_hidden=32", "tiny.vision_layers=1", "tiny.vision_heads=2", "tiny.lm_hidden=32",
+        "tiny.lm_layers=1", "tiny.lm_heads=2", "tiny.lm_intermediate=64", "tiny.tokenizer_corpus=100",
+        "batch_size=3", "eval_n=2", "progress=false", "model=scratch", "log_every=1", "eval_every=1000",
+        "save_every=2"]
+
+
+def test_discrepancy_loss_by_hand():
+    # S for a 3-code book; two image positions with true codes 2 and 0.
+    S = torch.tensor([[0.0, 1.0, 4.0], [1.0, 0.0, 1.0], [4.0, 1.0, 0.0]])
+    logits = torch.tensor([[0.0, 0.0, 0.0], [torch.log(torch.tensor(3.0)), 0.0, 0.0]])
+    # row 0: p = 1/3 each, S[2] = (4, 1, 0) -> 5/3; row 1: p = (3/5, 1/5, 1/5), S[0] = (0, 1, 4) -> 1.
+    loss = token_discrepancy_loss(logits, torch.tensor([2, 0]), S)
+    assert loss.item() == pytest.approx((5 / 3 + 1) / 2)
+    # certain and right: zero; no image positions: zero
+    assert token_discrepancy_loss(torch.tensor([[0.0, 50.0, 0.0]]), torch.tensor([1]), S).item() == pytest.approx(0, abs=1e-6)
+    assert token_discrepancy_loss(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), S).item() == 0.0
+
+
+def test_step_examples_keep_only_the_latest_image():
+    task = get_task("frozenlake", sizes="3")
+    s = next(task.sample(i) for i in range(50) if len(task.sample(i).trace["states"]) >= 3)
+    m = len(s.trace["states"]) - 1
+    codes = [[k] * 4 for k in range(m + 1)]
+    steps = step_examples(s, codes)
+    assert len(steps) == m + 1
+    for k, (ctx, target) in enumerate(steps):
+        assert read_images(ctx) == [codes[k]]  # one image in context: the latest
+        assert ctx.count("Step ") == k
+        if k < m:
+            assert target.startswith(f" Step {k + 1}: Go ") and read_images(target) == [codes[k + 1]]
+        else:
+            assert target == f" The answer is {s.answer}."
+    full = get_format("visual").target(s, task, codes)
+    assert read_images(full) == codes and full.endswith(f"The answer is {s.answer}.")
+    parsed = get_format("visual").parse(full)
+    assert parsed.ok and task.score(s, parsed.answer) == 1.0
+    assert parsed.stages["images"] == str(m + 1) and "[image] Step 1: Go" in parsed.stages["steps"]
+    with pytest.raises(ValueError, match="image codes"):
+        get_format("visual").target(s, task)
+
+
+def test_visual_parse_unreadable_is_unparsed():
+    fmt = get_format("visual")
+    assert not fmt.parse("<boi><img_1><eoi> Step 1: Go up. <boi><img_2>").ok
+    assert not fmt.parse("").ok
+    assert fmt.parse("<boi><img_1><eoi> the answer is C").answer == "the answer is C"
+
+
+def test_image_span_constraint():
+    # vocab: 0-3 text, 4 boi, 5 eoi, 6-8 codes; images of 2 codes
+    c = ImageSpanConstraint(first_code=6, n_codes=3, boi=4, eoi=5, tokens_per_image=2)
+    rows = torch.tensor([[1, 4, 6, 7, 5, 2],   # outside (image closed)
+                         [0, 0, 1, 2, 3, 4],   # just opened: codes only
+                         [0, 1, 2, 3, 4, 8],   # one code in: codes only
+                         [0, 1, 2, 4, 8, 6]])  # full: eoi only
+    out = c(rows, torch.zeros(4, 9))
+    allowed = [set(torch.nonzero(r > float("-inf")).flatten().tolist()) for r in out]
+    assert allowed == [{0, 1, 2, 3, 4}, {6, 7, 8}, {6, 7, 8}, {5}]
+
+
+@pytest.fixture(scope="module")
+def vq(tmp_path_factory):
+    torch.manual_seed(0)
+    model = ImageTokenizer(ImageTokenizerConfig(image_size=64, downsample=16, codebook_size=8, code_dim=4, channels=16))
+    path = tmp_path_factory.mktemp("vq") / "final"
+    model.save_pretrained(path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, vq):
+    out = tmp_path_factory.mktemp("mvot")
+    cfg = load_config(MVoTConfig, None, None, TINY + [f"out_dir={out}", f"vq={vq[1]}", "steps=3"])
+    return run(cfg), out
+
+
+def test_train_mvot_resumes_and_saves_the_image_tokenizer(trained, vq):
+    final, out = trained
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in lines] == [1, 2, 3]
+    assert all(e["l_d"] >= 0 and e["loss"] == pytest.approx(e["ce"] + e["l_d"], rel=1e-4) for e in lines)
+    again = load_checkpoint_image_tokenizer(final)
+    image = get_task("maze", sizes="3").sample(0).image
+    assert again.encode([image]).tolist() == vq[0].encode([image]).tolist()
+    from vrm.model import load_model
+
+    model, processor = load_model(final)
+    first, n = code_ids(processor.tokenizer)
+    assert n == 8 and model.get_input_embeddings().weight.shape[0] >= first + n
+    # resume: more steps continue the log, each step once
+    cfg = load_config(MVoTConfig, None, None, TINY + [f"out_dir={out}", f"vq={vq[1]}", "steps=4"])
+    run(cfg)
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+class Scripted(LogitsProcessor):
+    """Stands in for a trained model's preferences: at the start of a step, write a mark (the step's
+    line), then open an image; after ``images[row]`` steps, end the turn. What is drawn inside each
+    image is left to the model and the constraint under test."""
+
+    def __init__(self, mark, boi, eoi, eos, images):
+        self.mark, self.boi, self.eoi, self.eos, self.images = mark, boi, eoi, eos, images
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        for row, ids in enumerate(input_ids.tolist()):
+            if ids[-1] == self.eoi:  # a step starts (the context ends with the latest image)
+                done = ids.count(self.mark) >= self.images[row]
+                scores[row, self.eos if done else self.mark] += 100
+            elif ids[-1] == self.mark:
+                scores[row, self.boi] += 100
+        return scores
+
+
+def test_interleaved_decoding_draws_whole_images(trained, vq):
+    from vrm.model import load_model
+
+    model, processor = load_model(trained[0])
+    tok = processor.tokenizer
+    boi, eoi = marker_ids(tok)
+    mark = tok.convert_tokens_to_ids("<SUMMARY>")
+    task = get_task("frozenlake", sizes="3", style="short")
+    samples = [task.sample(i) for i in range(2)]
+    scripted = Scripted(mark, boi, eoi, tok.eos_token_id, images=[2, 1])  # row 1 stops first
+    replies = generate_visual(model, processor, vq[0], [s.image for s in samples], [s.question for s in samples],
+                              max_steps=4, logits_processor=[scripted])
+    for reply, sample, n in zip(replies, samples, [2, 1]):
+        assert reply.finish_reason == "stop" and len(reply.thoughts) == n
+        assert all(len(c) == 16 and all(0 <= x < 8 for x in c) for c in reply.thoughts)
+        images = read_images(reply.text)
+        assert images[0] == vq[0].encode([sample.image]).tolist()[0]  # the question's own image first
+        assert images[1:] == reply.thoughts
+        assert reply.text.count("<SUMMARY>") == n
+        assert [im.size for im in reply.images] == [(64, 64)] * n
+    capped = generate_visual(model, processor, vq[0], [samples[0].image], [samples[0].question], max_steps=1,
+                             logits_processor=[Scripted(mark, boi, eoi, tok.eos_token_id, images=[5])])[0]
+    assert capped.finish_reason == "steps" and len(capped.thoughts) == 2
+
+
+def test_v_metrics_by_hand():
+    from vrm.tasks.spatial.render import cell_box
+
+    task = get_task("frozenlake", sizes="4")
+    s = next(task.sample(i) for i in range(100) if len(task.sample(i).trace["states"]) >= 4)
+    m = len(s.trace["states"]) - 1
+    truth = [task.render(s.trace, k) for k in range(m + 1)]
+    perfect = thought_checks(truth[1:], s, task)
+    assert perfect["acc"] == [True] * m and perfect["red"] == [False] * m and perfect["v_ratio"] == 1.0
+    # step 2 drawn as if the agent had not moved: V-Acc fails there, no change outside
+    stuck = thought_checks([truth[1], truth[1], *truth[3:]], s, task)
+    assert stuck["acc"][:2] == [True, False] and stuck["red"][:2] == [False, False]
+    assert stuck["v_steps"] == 1 and stuck["v_ratio"] == pytest.approx(1 / m)
+    # step 1 right, but a cell the move does not touch repainted: a redundant change
+    touched = {tuple(s.trace["states"][0]), tuple(s.trace["states"][1])}
+    far = next((r, c) for r in range(4) for c in range(4) if (r, c) not in touched)
+    spoiled = truth[1].copy()
+    spoiled.paste((0, 0, 0), cell_box(4, 64, *far)[:2] + tuple(x + 1 for x in cell_box(4, 64, *far)[2:]))
+    checks = thought_checks([spoiled], s, task)
+    assert checks["acc"] == [True] and checks["red"] == [True] and checks["v_steps"] == 0
+    # answering early: missing thoughts end the run; one too many: the extra one is wrong
+    assert thought_checks(truth[1:2], s, task)["v_steps"] == 1
+    extra = thought_checks([*truth[1:], truth[-1]], s, task)
+    assert extra["acc"][-1] is False and extra["v_steps"] == m
+    assert visual_summary([perfect, stuck])["v_acc"] == pytest.approx((2 * m - 1) / (2 * m))
+
+
+def test_visual_format_needs_a_visual_model(loaded):
+    from vrm.eval.run import evaluate
+
+    model, processor = loaded
+    task = get_task("frozenlake")
+    with pytest.raises(VrmError, match="image tokenizer"):
+        evaluate(model, processor, [(task, task.sample(0))], "visual")
+    with pytest.raises(VrmError, match="vrm train mvot"):
+        load_checkpoint_image_tokenizer(None)
+    with pytest.raises(VrmError, match="no image-code tokens"):
+        code_ids(processor.tokenizer)
+
+
+def test_cli_eval_visual_needs_a_visual_checkpoint(capsys):
+    from vrm.cli import main
+
+    assert main(["eval", "--task", "frozenlake", "--n", "2", "--format", "visual", "--quiet"]) == 2
+    assert "vrm train mvot" in capsys.readouterr().err
+
+
+def test_cli_eval_takes_task_parameters(capsys):
+    from vrm.cli import main
+
+    assert main(["eval", "--task", "frozenlake", "--n", "3", "--quiet", "sizes=3", "style=short"]) == 0
+    out = capsys.readouterr().out
+    assert "3x3" in out and "4x4" not in out
+    assert main(["eval", "--task", "frozenlake", "--n", "1", "--quiet", "colour=red"]) == 2
+    assert "no parameter" in capsys.readouterr().err
+
+
+def test_cli_ask_saves_visual_thoughts(trained, tmp_path, capsys):
+    from vrm.cli import main
+
+    image = tmp_path / "lake.png"
+    sample = get_task("frozenlake", sizes="3", style="short").sample(1)
+    sample.image.save(image)
+    code = main(["ask", "--model", str(trained[0]), "--format", "visual", "--show-reasoning", "--image", str(image),
+                 "--thoughts", str(tmp_path / "thoughts"), sample.question])
+    out = capsys.readouterr().out
+    assert code == 0 and "[steps]" in out
+    drawn = sorted((tmp_path / "thoughts").glob("thought_*.png"))
+    assert f"{len(drawn)} images" in out or not drawn
+
+
+def test_v_metrics_through_the_tokenizer(vq):
+    # An untrained tokenizer draws nothing like the truth; a thought with exactly the codes of the
+    # true state is still right when the truth goes through the same round trip.
+    tokenizer = vq[0]
+    task = get_task("maze", sizes="4")
+    s = next(task.sample(i) for i in range(100) if len(task.sample(i).trace["states"]) >= 3)
+    m = len(s.trace["states"]) - 1
+
+    def round_trip(images):
+        return tokenizer.decode(tokenizer.encode(images))
+
+    drawn = round_trip([task.render(s.trace, k) for k in range(1, m + 1)])
+    assert thought_checks(drawn, s, task)["v_ratio"] < 1.0
+    checks = thought_checks(drawn, s, task, round_trip)
+    assert checks["acc"] == [True] * m and checks["red"] == [False] * m and checks["v_ratio"] == 1.0
