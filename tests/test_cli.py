@@ -87,8 +87,11 @@ def test_train_overrides_may_follow_options(capsys, tmp_path):
     """`vrm train sft --recipe R steps=1`: the override after the option is still an override."""
     code, _, err = run(capsys, "train", "sft", "--recipe", str(tmp_path / "none.yaml"), "steps=1", "--quiet")
     assert code == 2 and "recipe not found" in err
+    # eval reads key=value as task parameters, and names the ones the task does not take
+    code, _, err = run(capsys, "eval", "--task", "shapes", "--quiet", "steps=1")
+    assert code == 2 and "no parameter(s) ['steps']" in err
     with pytest.raises(SystemExit) as stop:  # other commands take no overrides: argparse's own error
-        main(["eval", "--task", "shapes", "steps=1"])
+        main(["serve", "--port", "1", "steps=1"])
     assert stop.value.code == 2 and "unrecognized arguments: steps=1" in capsys.readouterr().err
 
 

@@ -1,13 +1,22 @@
-"""The image tokenizer of visual thoughts (MVoT): a small VQ-VAE from 64x64 renderings to discrete
-codes and back, as a Hugging Face model (``save_pretrained`` / ``from_pretrained``, safetensors).
+"""The image tokenizer of visual thoughts (MVoT): a small VQ-VAE from renderings to discrete codes
+and back, as a Hugging Face model (``save_pretrained`` / ``from_pretrained``, safetensors).
 
-Encoder: stride-2 convolutions (log2(downsample) of them) and a residual block, then a 1x1 to
-``code_dim``. Codes and latents are l2-normalised and matched by cosine similarity (LlamaGen,
-Janus), with a straight-through estimator. The decoder mirrors the encoder back to pixels in
-[-1, 1]. Codes are read row-major over the latent grid: downsample 8 gives 8x8 = 64 tokens, one
-per 8 px patch, which is one cell of a 5x5 to 8x8 grid (see `vrm.tasks.spatial.render`).
-transformers' JanusVQVAE was 1.3 s/step on this CPU and passes no gradient to its encoder, hence
-this one.
+One code per ``downsample`` x ``downsample`` patch, read row-major: downsample 8 turns a 64 px
+image into 8 x 8 = 64 tokens. The spatial tasks draw cells that cover whole 8 px patches
+(`vrm.tasks.spatial.render`), so each patch holds a piece of one cell and a grid is a small
+vocabulary of patches (~580 over the three tasks). The networks follow that:
+
+- encoder: a patch convolution (kernel = stride = downsample), a residual block of 1x1
+  convolutions, a 1x1 to ``code_dim``. A code sees its own patch only, so equal patches get equal
+  latents; overlapping stride-2 stages with 3x3 residual blocks, tried first, mixed neighbours into
+  every latent, spread one kind of patch over several codes and learned 3-5x slower on this CPU.
+- codebook: ``nn.Embedding(codebook_size, code_dim)``; codes and latents l2-normalised, nearest code
+  by cosine (LlamaGen, Janus). The decoder reads ``q + z - sg(z)``: the value of the code, gradients
+  straight through to the latent and also to the code, so each code learns what it must draw.
+- decoder: the mirror, 1x1 from the code (scaled to unit variance), a 1x1 residual block and a
+  transposed patch convolution to pixels in [-1, 1].
+
+transformers' JanusVQVAE was 1.3 s/step here and passes no gradient to its encoder, hence this one.
 """
 
 from __future__ import annotations
@@ -26,9 +35,6 @@ from transformers import PretrainedConfig, PreTrainedModel
 from vrm import VrmError
 
 DOWNSAMPLES = (4, 8, 16)
-import os
-KS = int(os.environ.get("KS", 4))
-RK = int(os.environ.get("RK", 3))
 DISTANCES = ("mse", "euclidean")
 
 
@@ -37,10 +43,10 @@ class ImageTokenizerConfig(PretrainedConfig):
 
     Args:
         image_size: side of the (square, RGB) images, in pixels.
-        downsample: pixels per code along each side (4, 8 or 16): log2 of it stride-2 stages.
+        downsample: side of the patch one code stands for (4, 8 or 16 pixels).
         codebook_size: number of codes K.
         code_dim: dimension D of a code.
-        channels: width of the encoder's last stage and the decoder's first (earlier stages halve it).
+        channels: width of the encoder and decoder.
         beta: weight of the commitment loss.
     """
 
@@ -69,21 +75,15 @@ class ImageTokenizerConfig(PretrainedConfig):
 
 
 class ResBlock(nn.Module):
+    """x + W2 gelu(W1 gelu(x)), with 1x1 convolutions: an MLP applied to each patch alone."""
+
     def __init__(self, channels: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, RK, padding=RK // 2)
-        self.conv2 = nn.Conv2d(channels, channels, RK, padding=RK // 2)
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
-
-
-def stage_widths(config: ImageTokenizerConfig) -> list[int]:
-    """Channels after each stride-2 stage: the last is ``channels``, each earlier one half the next
-    (at least 16), so the full-resolution layers stay cheap."""
-    stages = int(math.log2(config.downsample))
-    if os.environ.get("FLAT"): return [config.channels] * stages
-    return [max(16, config.channels >> (stages - 1 - i)) for i in range(stages)]
 
 
 class ImageTokenizer(PreTrainedModel):
@@ -95,30 +95,22 @@ class ImageTokenizer(PreTrainedModel):
 
     def __init__(self, config: ImageTokenizerConfig):
         super().__init__(config)
-        widths = stage_widths(config)
-        down = []
-        for w_in, w in zip([3] + widths, widths):
-            down += [nn.Conv2d(w_in, w, KS, stride=2, padding=(KS - 2) // 2), nn.GELU()]
-        self.encoder = nn.Sequential(*down, ResBlock(config.channels), nn.GELU(),
-                                     nn.Conv2d(config.channels, config.code_dim, 1))
+        c, d = config.channels, config.downsample
+        self.encoder = nn.Sequential(nn.Conv2d(3, c, d, stride=d), nn.GELU(), ResBlock(c), nn.GELU(),
+                                     nn.Conv2d(c, config.code_dim, 1))
         self.codebook = nn.Embedding(config.codebook_size, config.code_dim)
-        up = [nn.Conv2d(config.code_dim, config.channels, 1), ResBlock(config.channels)]
-        for w, w_out in zip(widths[::-1], widths[::-1][1:] + [3]):
-            up += [nn.GELU(), nn.ConvTranspose2d(w, w_out, KS, stride=2, padding=(KS - 2) // 2)]
-        self.decoder = nn.Sequential(*up, nn.Tanh())
-        if os.environ.get("SIMPLE"):
-            d, C = config.downsample, config.channels
-            if os.environ["SIMPLE"] != "dec": self.encoder = nn.Sequential(nn.Conv2d(3, C, d, d), nn.GELU(), ResBlock(C), nn.GELU(), nn.Conv2d(C, config.code_dim, 1))
-            self.decoder = nn.Sequential(nn.Conv2d(config.code_dim, C, 1), ResBlock(C), nn.GELU(), nn.ConvTranspose2d(C, 3, d, d), nn.Tanh())
+        self.decoder = nn.Sequential(nn.Conv2d(config.code_dim, c, 1), ResBlock(c), nn.GELU(),
+                                     nn.ConvTranspose2d(c, 3, d, stride=d), nn.Tanh())
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # He initialisation (fan-in), so activations keep their scale through a stack without norms;
-        # a stride-2 transposed 4x4 conv sums in_channels * 4 inputs per output pixel.
+        # He initialisation (fan-in) keeps activations at unit scale without norm layers (HF's
+        # N(0, 0.02) starves them); the last layer starts small so tanh starts in its linear range.
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             k = module.kernel_size[0] * module.kernel_size[1]
-            fan_in = module.in_channels * k // (module.stride[0] ** 2 if isinstance(module, nn.ConvTranspose2d) else 1)
-            gain = float(os.environ.get("LASTGAIN", 0.1)) if module is self.decoder[-2] else 2.0
+            transposed = isinstance(module, nn.ConvTranspose2d)
+            fan_in = module.in_channels * k // (module.stride[0] * module.stride[1] if transposed else 1)
+            gain = 0.1 if module is self.decoder[-2] else 2.0
             nn.init.normal_(module.weight, std=math.sqrt(gain / fan_in))
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -135,22 +127,20 @@ class ImageTokenizer(PreTrainedModel):
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Nearest code (cosine) of each latent in z (B, D, h, w).
 
-        Returns the quantised latents (B, D, h, w) with straight-through gradients to z, the VQ
-        loss (codebook + beta * commitment) and the codes (B, h * w), row-major.
+        Returns the codes' vectors (B, D, h, w) with gradients to both the codes and z (straight
+        through), the VQ loss (codebook + beta * commitment) and the codes (B, h * w), row-major.
         """
         b, d, h, w = z.shape
         codebook = self.codebook_vectors()
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
-        codes = (flat @ codebook.T).argmax(dim=1)
+        codes = (z.permute(0, 2, 3, 1).reshape(-1, d) @ codebook.T).argmax(dim=1)
         q = codebook[codes].view(b, h, w, d).permute(0, 3, 1, 2)
         loss = F.mse_loss(q, z.detach()) + self.config.beta * F.mse_loss(z, q.detach())
-        out = q + (z - z.detach()) if os.environ.get("QGRAD") else z + (q - z).detach()
-        return out, loss, codes.view(b, h * w)
+        return q + (z - z.detach()), loss, codes.view(b, h * w)
 
-    def pixels_of(self, q: torch.Tensor) -> torch.Tensor:
-        """Decode unit-norm latents (B, D, h, w) to images (B, 3, H, W) in [-1, 1]; scaled by sqrt(D)
-        first, so the decoder sees inputs of unit variance (it learns several times faster)."""
-        return self.decoder(q * float(os.environ.get("QSCALE", math.sqrt(self.config.code_dim))))
+    def draw(self, q: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] of unit code vectors (B, D, h, w); scaled by sqrt(D) first,
+        so the decoder's inputs have unit variance (it learns several times faster)."""
+        return self.decoder(q * math.sqrt(self.config.code_dim))
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: (reconstruction (B, 3, H, W) in [-1, 1], VQ loss, codes (B, T)).
@@ -158,13 +148,13 @@ class ImageTokenizer(PreTrainedModel):
         The reconstruction loss is the trainer's to choose and add.
         """
         q, vq_loss, codes = self.quantize(self.latents(pixel_values))
-        return self.pixels_of(q), vq_loss, codes
+        return self.draw(q), vq_loss, codes
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         """PIL images as a batch (B, 3, S, S) in [-1, 1], converted to RGB and resized to S = image_size."""
         size = self.config.image_size
-        arrays = [np.asarray(im.convert("RGB") if im.size == (size, size) else
-                             im.convert("RGB").resize((size, size), Image.BILINEAR)) for im in images]
+        rgb = [im.convert("RGB") for im in images]
+        arrays = [np.asarray(im if im.size == (size, size) else im.resize((size, size), Image.BILINEAR)) for im in rgb]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         return x.to(self.device)
 
@@ -186,7 +176,7 @@ class ImageTokenizer(PreTrainedModel):
         if codes.numel() and (codes.min() < 0 or codes.max() >= k):
             raise ValueError(f"codes must be in [0, {k}), got values in [{codes.min()}, {codes.max()}]")
         q = self.codebook_vectors()[codes.long().to(self.device)]
-        x = self.pixels_of(q.view(-1, g, g, self.config.code_dim).permute(0, 3, 1, 2))
+        x = self.draw(q.view(-1, g, g, self.config.code_dim).permute(0, 3, 1, 2))
         rgb = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in rgb]
 
@@ -211,7 +201,10 @@ def load_image_tokenizer(path: str | Path) -> ImageTokenizer:
     if model_type != ImageTokenizerConfig.model_type:
         raise VrmError(f"{path}: not an image tokenizer (model_type {model_type!r})")
     try:
-        model = ImageTokenizer.from_pretrained(path)
+        model, info = ImageTokenizer.from_pretrained(path, output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise VrmError(f"{path}: cannot load the image tokenizer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if info["missing_keys"] or info["unexpected_keys"] or info.get("mismatched_keys"):
+        # An older layout of the networks: loading would silently leave random weights.
+        raise VrmError(f"{path}: weights do not fit this version's image tokenizer (retrain with vrm train vq)")
     return model.eval()
