@@ -29,7 +29,7 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from vrm.eval.run import summarize  # noqa: E402
+from vrm.eval.run import answer_record, summarize  # noqa: E402
 from vrm.formats import get_format  # noqa: E402
 from vrm.formats.structured import STAGES  # noqa: E402
 from vrm.infer.decode import Candidate, Stats, single_token  # noqa: E402
@@ -88,13 +88,7 @@ def reference_stage_beam(model, processor, query: Query, n: int, max_new_tokens:
 
 def score(fmt, pairs, outputs: list[str]) -> tuple[dict, list[dict]]:
     """Parse and score completions the way `vrm.eval.run.evaluate` does."""
-    records = []
-    for (task, s), out in zip(pairs, outputs):
-        parsed = fmt.parse(out)
-        records.append({"id": s.id, "task": s.task, "family": s.family, "question": s.question, "answer": s.answer,
-                        "output": out, "prediction": parsed.answer, "parsed": parsed.ok,
-                        "correct": fmt.score(s, task, parsed.answer) if parsed.ok else 0.0,
-                        **({"stages": parsed.stages} if parsed.stages else {})})
+    records = [answer_record(task, s, fmt, out) for (task, s), out in zip(pairs, outputs)]
     return summarize(records), records
 
 

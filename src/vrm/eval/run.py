@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -55,34 +55,45 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
     max_new_tokens = max_new_tokens or fmt.max_new_tokens
     records: list[dict] = []
     bar = tqdm(total=total, desc="eval", unit="q", disable=not progress, leave=False)
-    batch: list[tuple[Task, Sample]] = []
-
-    def flush():
+    for batch in batches(pairs, batch_size):
         questions = [fmt.prompt(s) for _, s in batch]
         if search == "greedy":
             outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens=max_new_tokens)
         else:
             queries = [Query(s.image, q, s, task) for (task, s), q in zip(batch, questions)]
             outputs = run_search(model, processor, queries, search, scorer, format, max_new_tokens).completions
-        for (task, s), out in zip(batch, outputs):
-            parsed = fmt.parse(out)
-            records.append({
-                "id": s.id, "task": s.task, "family": s.family, "question": s.question,
-                "answer": s.answer, "output": out, "prediction": parsed.answer, "parsed": parsed.ok,
-                "correct": fmt.score(s, task, parsed.answer) if parsed.ok else 0.0,
-                **({"stages": parsed.stages} if parsed.stages else {}),
-            })
+        records += [answer_record(task, s, fmt, out) for (task, s), out in zip(batch, outputs)]
         bar.update(len(batch))
-        batch.clear()
-
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     bar.close()
     return summarize(records), records
+
+
+def batches(pairs: Iterable, size: int) -> Iterator[list]:
+    """``pairs`` in lists of ``size`` (the last one may be shorter).
+
+    >>> list(batches(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+    """
+    batch = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def answer_record(task: Task, sample: Sample, fmt, output: str) -> dict:
+    """One evaluated answer: the sample, the model's output, what the format read from it, and
+    whether that is right by the task's own verifier (unparsed scores 0)."""
+    parsed = fmt.parse(output)
+    return {
+        "id": sample.id, "task": sample.task, "family": sample.family, "question": sample.question,
+        "answer": sample.answer, "output": output, "prediction": parsed.answer, "parsed": parsed.ok,
+        "correct": fmt.score(sample, task, parsed.answer) if parsed.ok else 0.0,
+        **({"stages": parsed.stages} if parsed.stages else {}),
+    }
 
 
 def format_table(summary: dict, title: str = "") -> str:

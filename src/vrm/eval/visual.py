@@ -88,7 +88,7 @@ def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Tas
 
     ``keep_images``: a dict to fill with sample id -> the decoded thoughts (for reports).
     """
-    from vrm.eval.run import summarize
+    from vrm.eval.run import answer_record, batches, summarize
 
     fmt = get_format("visual")
     records, checks = [], defaultdict(list)
@@ -97,35 +97,21 @@ def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Tas
         return image_tokenizer.decode(image_tokenizer.encode(images))
 
     bar = tqdm(total=total, desc="eval visual", unit="q", disable=not progress, leave=False)
-    batch: list[tuple[Task, Sample]] = []
-
-    def flush():
+    for batch in batches(pairs, batch_size):
         replies = generate_visual(model, processor, image_tokenizer, [s.image for _, s in batch],
                                   [fmt.prompt(s) for _, s in batch], max_steps=max_steps)
         for (task, s), reply in zip(batch, replies):
-            parsed = fmt.parse(reply.text)
             check = thought_checks(reply.images, s, task, round_trip) if "states" in s.trace else None
             if check:
                 checks[s.task].append(check)
             if keep_images is not None:
                 keep_images[s.id] = reply.images
             records.append({
-                "id": s.id, "task": s.task, "family": s.family, "question": s.question, "answer": s.answer,
-                "output": reply.text, "prediction": parsed.answer, "parsed": parsed.ok,
-                "correct": fmt.score(s, task, parsed.answer) if parsed.ok else 0.0, "stages": parsed.stages,
-                "finish_reason": reply.finish_reason,
+                **answer_record(task, s, fmt, reply.text), "finish_reason": reply.finish_reason,
                 **({"visual": {k: check[k] for k in ("steps", "v_steps", "v_ratio")}
                     | {"v_acc": float(np.mean(check["acc"])) if check["acc"] else 0.0}} if check else {}),
             })
         bar.update(len(batch))
-        batch.clear()
-
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     bar.close()
     summary = summarize(records)
     every = [c for cs in checks.values() for c in cs]

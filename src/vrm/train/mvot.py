@@ -99,7 +99,8 @@ class MVoTStage(Stage):
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         """One random step per episode; only the two images it needs are rendered and encoded."""
-        self.codes = code_ids(processor.tokenizer)
+        if self.codes is None:  # the tokenizer is the base checkpoint's: known from the first batch on
+            self.codes = code_ids(processor.tokenizer)
         rng = random.Random(f"mvot-{self.cfg.seed}-{draw}")
         chosen = []
         for task, sample in pairs:
