@@ -5,7 +5,12 @@ layer, as 16 image tokens), and how does the order of question and image change 
     python benchmarks/lm_binding.py query_colour 5e-4 4 400 2            # image first: ~51% at step 400
     python benchmarks/lm_binding.py query_colour 5e-4 4 400 2 qfirst     # question first: 100% at step 400
 
-Arguments: families (comma-separated) lr layers steps threads [mode: qfirst and/or cellcode].
+    # three families at once (count by colour, exists, query colour), 600 steps, one thread:
+    python benchmarks/lm_binding.py count_colour,exists,query_colour 5e-4 4 600 1 qfirst   # 66.5%
+    python benchmarks/lm_binding.py count_colour,exists,query_colour 5e-4 4 600 1 qboth    # 87.5%
+
+Arguments: families (comma-separated) lr layers steps threads [mode: qfirst, qboth (the question
+before and again after the image) and/or cellcode] [heads, default 4].
 Prints held-out answer-token accuracy (200 questions) every 100 steps.
 """
 import sys, random, time, torch, torch.nn as nn
@@ -14,11 +19,12 @@ from vrm.model import load_model
 from vrm.tasks.shapes import ShapesTask, SHAPES, COLOURS
 random.seed(0); torch.manual_seed(0); torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 1)
 MODE = sys.argv[6] if len(sys.argv) > 6 else ""
+HEADS = int(sys.argv[7]) if len(sys.argv) > 7 else 4
 fams = sys.argv[1].split(","); lr = float(sys.argv[2]); layers = int(sys.argv[3]); steps = int(sys.argv[4])
 _, proc = load_model(); tok = proc.tokenizer
 task = ShapesTask(families=tuple(fams))
 cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=768, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=True)
+                  num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=256, tie_word_embeddings=True)
 lm = LlamaForCausalLM(cfg)
 C, S = list(COLOURS), list(SHAPES)
 feat_dim = 1 + len(C) + len(S) + (16 if "cellcode" in MODE else 8)
@@ -41,11 +47,13 @@ def batch(seeds):
         a = tok(" " + s.answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids = torch.tensor(q + a)
         img, txt = proj(oracle(s.trace["objects"])), lm.get_input_embeddings()(ids)
-        if "qfirst" in MODE:
+        if "qboth" in MODE:  # the question, the image, the question again
+            e = torch.cat([txt[:len(q)], img, txt])
+        elif "qfirst" in MODE:
             e = torch.cat([txt[:len(q)], img, txt[len(q):]])
         else:
             e = torch.cat([img, txt])
-        lab = torch.tensor([-100] * (16 + len(q)) + a)
+        lab = torch.tensor([-100] * (16 + len(q) * (2 if "qboth" in MODE else 1)) + a)
         embs.append(e); labels.append(lab)
     T = max(len(e) for e in embs)
     E = torch.zeros(len(embs), T, 256); L = torch.full((len(embs), T), -100); M = torch.zeros(len(embs), T, dtype=torch.long)

@@ -22,3 +22,22 @@ def test_2d_positions_encode_row_and_column():
 def test_image_tokens_match_patches():
     assert TinyVLMConfig().image_tokens == 16
     assert TinyVLMConfig(patch_size=8).image_tokens == 64
+
+
+def test_chat_layouts_place_the_question_around_the_image():
+    import pytest
+    from vrm.model.tokenizer import train_tokenizer
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many?"}]}]
+    rendered = {}
+    for layout in ("in_order", "text_first", "text_around"):
+        tok = train_tokenizer(["How many red shapes are there? 3"], 300, layout)
+        rendered[layout] = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered["in_order"] == "<|user|>\n<image>\nHow many?<|end|>\n<|assistant|>\n"
+    assert rendered["text_first"] == "<|user|>\nHow many?\n<image><|end|>\n<|assistant|>\n"
+    assert rendered["text_around"] == "<|user|>\nHow many?\n<image>\nHow many?<|end|>\n<|assistant|>\n"
+    # a message without an image is not repeated
+    plain = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert plain == "<|user|>\nhi<|end|>\n"
+    with pytest.raises(ValueError, match="unknown chat layout"):
+        train_tokenizer(["x"], 300, "sideways")

@@ -40,7 +40,7 @@ class TinyVLMConfig:
     vocab_size: int = 1024
     max_positions: int = 512
     tokenizer_corpus: int = 3000  # samples per task whose text trains the tokenizer
-    image_after_text: bool = True  # the chat template puts the question before the image (see model.tokenizer)
+    layout: str = "text_first"  # the chat template's order of question and image (see model.tokenizer.chat_template)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,7 +74,7 @@ def init_2d_positions(weight: torch.Tensor, grid: int) -> None:
 
 def build_processor(cfg: TinyVLMConfig, corpus: Iterable[str]) -> LlavaProcessor:
     """Tokenizer trained on ``corpus`` + a CLIP image processor that squashes any image to size."""
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.image_after_text)
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.layout)
     image_processor = CLIPImageProcessorPil(
         size={"height": cfg.image_size, "width": cfg.image_size},
         do_center_crop=False,
