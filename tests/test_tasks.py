@@ -98,3 +98,12 @@ def test_eval_samples_are_held_out():
     assert ids == [f"shapes-{TEST_SEED_BASE + 5 + i}" for i in range(3)]
     rows = list(eval_samples(get_task("easyvqa", split="test"), n=4, seed=0))
     assert len(rows) == 4 and len({r.id for r in rows}) == 4
+
+
+def test_shapes_family_listed_twice_is_drawn_twice_as_often():
+    from vrm.tasks.shapes import ShapesTask
+
+    task = ShapesTask(families=("count_all", "count_all", "exists"))
+    drawn = [task.sample(seed).family for seed in range(600)]
+    assert set(drawn) == {"count_all", "exists"}
+    assert 0.6 < drawn.count("count_all") / len(drawn) < 0.73  # 2/3

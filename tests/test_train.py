@@ -35,6 +35,28 @@ def test_step_samples_are_a_function_of_step():
     assert all(int(i.split("-")[1]) < 9_000_000 for i in a)
 
 
+def test_one_task_per_batch_draws_each_batch_from_one_task_by_weight():
+    tasks = [get_task("shapes"), get_task("maze", sizes="3")]
+    mixed = {t.name for step in range(20) for t, _ in step_samples(tasks, [1.0, 1.0], step, 16, 0)}
+    assert mixed == {"shapes", "maze"}
+    per_batch = [{t.name for t, _ in step_samples(tasks, [1.0, 1.0], step, 16, 0, one_task=True)} for step in range(40)]
+    assert all(len(names) == 1 for names in per_batch)
+    picked = [names.pop() for names in per_batch]
+    assert 8 < picked.count("maze") < 32  # both tasks drawn, about half each
+    assert [t.name for t, _ in step_samples(tasks, [0.0, 1.0], 5, 4, 0, one_task=True)] == ["maze"] * 4
+    again = [s.id for _, s in step_samples(tasks, [1.0, 1.0], 7, 8, 0, one_task=True)]
+    assert again == [s.id for _, s in step_samples(tasks, [1.0, 1.0], 7, 8, 0, one_task=True)]
+
+
+def test_tokenizer_corpus_holds_visual_step_lines_only_for_walks():
+    from vrm.train.loop import corpus
+
+    walk = corpus([get_task("maze", sizes="3")], 2)
+    assert any(t.startswith("Step 1: Go ") and t.endswith(".") and "<img_" not in t for t in walk)
+    shapes = corpus([get_task("shapes")], 2)
+    assert not any(t.startswith("Step 1:") for t in shapes)
+
+
 def test_labels_cover_only_the_answer(tmp_path):
     cfg = tiny_cfg(tmp_path)
     from vrm.model.build import build_tiny_vlm

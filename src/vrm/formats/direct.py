@@ -31,6 +31,10 @@ class DirectFormat:
     def target(self, sample: Sample, task: Task | None = None) -> str:
         return sample.answer
 
+    def corpus_texts(self, sample: Sample, task: Task) -> list[str]:
+        """The text of ``sample`` in this format that a tokenizer should learn to encode."""
+        return [self.prompt(sample), self.target(sample, task)]
+
     def parse(self, completion: str) -> Parsed:
         """The whole completion is the answer.
 

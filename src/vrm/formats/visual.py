@@ -147,6 +147,21 @@ class VisualFormat(DirectFormat):
             parts += [line, image_text(image)]
         return " ".join([*parts, answer_line(sample)])
 
+    def corpus_texts(self, sample: Sample, task: Task) -> list[str]:
+        """The prompt and the reply's words without its images (image codes are added tokens), for
+        samples whose trace walks actions; nothing for the others. A tokenizer that has seen the
+        step lines encodes every one in the same number of tokens ("Step 3: Go down." and "Step 3:
+        Go up." alike), so an image and the next one sit a fixed distance apart.
+
+        >>> s = Sample("x", None, "q", "C", "t", trace={"actions": [3], "states": [[1, 0], [0, 0]]})
+        >>> VisualFormat().corpus_texts(s, None)
+        ['q Draw the state after each action, then answer.', 'Step 1: Go up. The answer is C.']
+        """
+        trace = sample.trace or {}
+        if "actions" not in trace or "states" not in trace:
+            return []
+        return [self.prompt(sample), " ".join([*step_lines(sample), answer_line(sample)])]
+
     def parse(self, completion: str) -> Parsed:
         """The answer is what follows the last image ("The answer is B."); stages hold the steps in
         words (images as ``[image]``) and the number of images. No answer sentence: unparsed.

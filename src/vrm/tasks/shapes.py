@@ -53,7 +53,8 @@ class ShapesTask:
         max_objects: most objects in an image (at most ``grid * grid``).
         grid: cells per side.
         canvas: image side in pixels.
-        families: question families to draw from (default: all).
+        families: question families to draw from (default: all); a family listed twice is
+            drawn twice as often.
     """
 
     min_objects: int = 1

@@ -20,12 +20,16 @@ TOKEN_ROWS = ("mm_token_type_ids",)  # processor outputs with one entry per toke
 
 
 def step_samples(tasks: Sequence[Task], weights: Sequence[float], step: int, batch_size: int,
-                 seed: int) -> list[tuple[Task, Sample]]:
-    """The samples of one optimiser step, drawn from training seeds (< `TEST_SEED_BASE`)."""
+                 seed: int, one_task: bool = False) -> list[tuple[Task, Sample]]:
+    """The samples of one optimiser step, drawn from training seeds (< `TEST_SEED_BASE`).
+
+    ``one_task``: the whole batch comes from one task (drawn by weight), so a task with long
+    questions pads only its own batches."""
     out = []
+    batch_task = random.Random(f"task-{seed}-{step}").choices(tasks, weights=weights)[0] if one_task else None
     for i in range(batch_size):
         rng = random.Random(f"batch-{seed}-{step}-{i}")
-        task = rng.choices(tasks, weights=weights)[0]
+        task = batch_task or rng.choices(tasks, weights=weights)[0]
         s = rng.randrange(len(task)) if is_dataset(task) else rng.randrange(TEST_SEED_BASE)
         out.append((task, task.get(s) if is_dataset(task) else task.sample(s)))
     return out

@@ -50,6 +50,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 5e-4
     warmup_steps: int = 100
+    one_task_per_batch: bool = False  # each micro-batch from one task: long-question tasks pad only their own
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # bf16 autocast is ~17x slower on CPUs without AVX512-BF16
@@ -112,13 +113,13 @@ def add_lora(model, cfg: TrainConfig):
 
 
 def corpus(tasks, n: int = 3000) -> list[str]:
-    """Text to train the tiny tokenizer on: every format's prompt and target for ``n`` samples of
-    each task (questions, answers, captions, reasoning)."""
+    """Text to train the tiny tokenizer on: every format's text for ``n`` samples of each task
+    (questions, answers, captions, reasoning, the step lines of visual thoughts)."""
     texts = []
     for task in tasks:
         for seed in range(n):
             s = task.sample(seed)
-            texts += [text for fmt in FORMATS.values() if fmt.text_only for text in (fmt.prompt(s), fmt.target(s, task))]
+            texts += [text for fmt in FORMATS.values() for text in fmt.corpus_texts(s, task)]
     return texts
 
 
@@ -266,7 +267,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         for micro in range(cfg.grad_accum):
             with accelerator.accumulate(model):
                 draw = step * cfg.grad_accum + micro
-                pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index)
+                pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index,
+                                     cfg.one_task_per_batch)
                 examples = stage.examples(processor, pairs, draw)
                 batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
                 loss, named = stage.loss(model, batch)
