@@ -57,6 +57,18 @@ def test_tokenizer_corpus_holds_visual_step_lines_only_for_walks():
     assert not any(t.startswith("Step 1:") for t in shapes)
 
 
+def test_tokenizer_tasks_teach_the_tokenizer_text_it_does_not_train_on(tmp_path):
+    from vrm.train.loop import base_model
+
+    def step_line_lengths(*extra):
+        cfg = tiny_cfg(tmp_path / str(len(extra)), *extra)
+        _, processor = base_model(cfg, [get_task("shapes")], tmp_path / str(len(extra)), True)
+        return {len(processor.tokenizer.tokenize(f" Step 3: Go {d}. <boi>")) for d in ("down", "up", "left", "right")}
+
+    assert len(step_line_lengths()) > 1  # shapes text only: the directions split unevenly
+    assert step_line_lengths("tiny.tokenizer_tasks=[maze]") == {8}  # ' Step', ' 3', ':', ' Go', ' down', '.', ' ', '<boi>'
+
+
 def test_labels_cover_only_the_answer(tmp_path):
     cfg = tiny_cfg(tmp_path)
     from vrm.model.build import build_tiny_vlm

@@ -7,7 +7,7 @@ and `AutoProcessor` load it offline from its folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
@@ -40,6 +40,7 @@ class TinyVLMConfig:
     vocab_size: int = 1024
     max_positions: int = 512
     tokenizer_corpus: int = 3000  # samples per task whose text trains the tokenizer
+    tokenizer_tasks: list[str] = field(default_factory=list)  # more tasks whose text it learns (not trained on)
     layout: str = "text_first"  # the chat template's order of question and image (see model.tokenizer.chat_template)
     seed: int = 0
 

@@ -130,7 +130,9 @@ def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: "Stage | N
     base = out / "base"
     if not (base / "config.json").is_file():
         if cfg.model == "scratch":
-            model, processor = build_tiny_vlm(cfg.tiny, corpus(tasks, cfg.tiny.tokenizer_corpus))
+            named = {t.name for t in tasks}
+            extra = [get_task(name) for name in cfg.tiny.tokenizer_tasks if name not in named]
+            model, processor = build_tiny_vlm(cfg.tiny, corpus([*tasks, *extra], cfg.tiny.tokenizer_corpus))
         else:
             model, processor = load_model(None if cfg.model == "embedded" else cfg.model)
         if stage is not None:
