@@ -20,6 +20,10 @@ from vrm.train.mvot import MVoTConfig, MVoTStage
 
 def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -> tuple[float, float, int]:
     first, k = code_ids(processor.tokenizer)
+
+    def code_positions(row):
+        return ((row >= first) & (row < first + k)).nonzero().flatten()
+
     pairs = [(task, task.sample(TEST_SEED_BASE + i)) for i in range(n)]
     right = copied = total = 0
     for b in range(0, n, batch_size):
@@ -29,12 +33,12 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
             logits = model(**batch).logits[:, :-1]
         labels, ids = batch["labels"][:, 1:], batch["input_ids"]
         for r in range(len(labels)):
-            at = ((labels[r] >= first) & (labels[r] < first + k)).nonzero().flatten()
+            at = code_positions(labels[r])
             if len(at) == 0:  # the answer step: no image to draw
                 continue
             gold = labels[r, at]
             pred = logits[r, at, first:first + k].argmax(-1) + first
-            latest = ids[r, ((ids[r] >= first) & (ids[r] < first + k)).nonzero().flatten()[:len(at)]]
+            latest = ids[r, code_positions(ids[r])[:len(at)]]  # the context's image comes first
             right += int((pred == gold).sum())
             copied += int((latest == gold).sum())
             total += len(at)

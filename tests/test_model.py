@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from vrm.model.build import TinyVLMConfig, init_2d_positions
@@ -25,7 +26,6 @@ def test_image_tokens_match_patches():
 
 
 def test_chat_layouts_place_the_question_around_the_image():
-    import pytest
     from vrm.model.tokenizer import train_tokenizer
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many?"}]}]

@@ -31,12 +31,14 @@ BODY_IN_ORDER = (
     "{% endfor %}{% endif %}"
     "{% endmacro %}"
 )
+# Every text part of a message, in order (the text-first layouts write it once or twice).
+TEXT_PARTS = "{% for part in content if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
 # The question before the image, whatever the message's order: in a causal LM the image tokens
 # can then attend to the question and mark what it asks about (see `chat_template`).
 BODY_TEXT_FIRST = (
     "{% macro body(content) %}"
     "{% if content is string %}{{ content }}"
-    "{% else %}{% for part in content if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
+    "{% else %}" + TEXT_PARTS +
     "{% for part in content if part['type'] == 'image' %}{{ '\\n<image>' }}{% endfor %}{% endif %}"
     "{% endmacro %}"
 )
@@ -45,10 +47,9 @@ BODY_TEXT_FIRST = (
 BODY_TEXT_AROUND = (
     "{% macro body(content) %}"
     "{% if content is string %}{{ content }}"
-    "{% else %}{% for part in content if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
+    "{% else %}" + TEXT_PARTS +
     "{% for part in content if part['type'] == 'image' %}{{ '\\n<image>\\n' }}{% endfor %}"
-    "{% if content | selectattr('type', 'equalto', 'image') | list %}"
-    "{% for part in content if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}{% endif %}{% endif %}"
+    "{% if content | selectattr('type', 'equalto', 'image') | list %}" + TEXT_PARTS + "{% endif %}{% endif %}"
     "{% endmacro %}"
 )
 LAYOUTS = {"in_order": BODY_IN_ORDER, "text_first": BODY_TEXT_FIRST, "text_around": BODY_TEXT_AROUND}

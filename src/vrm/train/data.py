@@ -29,7 +29,7 @@ def step_samples(tasks: Sequence[Task], weights: Sequence[float], step: int, bat
     batch_task = random.Random(f"task-{seed}-{step}").choices(tasks, weights=weights)[0] if one_task else None
     for i in range(batch_size):
         rng = random.Random(f"batch-{seed}-{step}-{i}")
-        task = batch_task or rng.choices(tasks, weights=weights)[0]
+        task = batch_task if one_task else rng.choices(tasks, weights=weights)[0]
         s = rng.randrange(len(task)) if is_dataset(task) else rng.randrange(TEST_SEED_BASE)
         out.append((task, task.get(s) if is_dataset(task) else task.sample(s)))
     return out
