@@ -278,14 +278,19 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, target, getattr(args, target) + extra)
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    from vrm.train import end_distributed
+
     try:
         args.func(args)
     except VrmError as e:
+        end_distributed(ok=False)
         print(f"vrm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        end_distributed(ok=False)
         print("vrm: interrupted", file=sys.stderr)
         return 130
+    end_distributed()
     return 0
 
 

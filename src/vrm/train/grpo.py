@@ -65,6 +65,7 @@ from vrm.model.build import TinyVLMConfig
 from vrm.model.load import DEFAULT_MODEL_DIR, save_model
 from vrm.rewards import check_weights, combined, format_reward
 from vrm.tasks import eval_samples, get_task
+from vrm.train import end_distributed
 from vrm.train.data import step_samples
 from vrm.train.grpo_loss import group_advantages, policy_loss
 from vrm.train.loop import add_lora, check_model_fields, base_model, checkpoints, log, save_checkpoint, set_trainable, truncate_log
@@ -345,7 +346,12 @@ def main(argv: list[str] | None = None) -> None:
     args.overrides += extra
     cfg = load_config(GRPOConfig, args.recipe, "grpo" if args.recipe else None,
                       args.overrides + (["progress=false"] if args.quiet else []))
-    run(cfg)
+    try:
+        run(cfg)
+    except BaseException:
+        end_distributed(ok=False)
+        raise
+    end_distributed()
 
 
 if __name__ == "__main__":
