@@ -21,8 +21,8 @@ What it measures, in one process (so every number shares the same threads and ma
 
 Model FLOPs per training step (the usual 6N convention, per sample i with L_i non-padding tokens):
     LM:        6 * N_lm * L_i  + 12 * lm_layers * lm_hidden * L_i^2        (attention, non-causal)
-    vision:    6 * N_vis * V   + 12 * vis_layers * vis_hidden * V^2   with V = patches + 1 (CLS)
-               (the patch-embedding conv counts on the patches only)
+    vision:    6 * conv multiply-adds (patch embedding or LeViT's conv stem, per output position)
+               + ViT: 6 * N_vis * V + 12 * vis_layers * vis_hidden * V^2   with V = patches + 1 (CLS)
     projector: 6 * N_proj * patches
 N_* count only weights used in matmuls (Linear/Conv, incl. the tied lm_head), not embedding
 lookups, norms or biases. Work on padding tokens is *not* counted: padding lowers the MFU.
@@ -63,13 +63,26 @@ def gemm_ceiling(sizes: list[int], repeats: int) -> float:
 
 
 def matmul_params(model) -> dict[str, int]:
-    """Weights of Linear/Conv modules per part (vision / projector / lm); embeddings excluded."""
-    counts = {"vision": 0, "projector": 0, "lm": 0, "patch_conv": 0}
+    """Weights of Linear modules per part (vision / projector / lm), embeddings excluded, and
+    ``conv``: multiply-adds of the vision tower's convolutions for one image (weights x output
+    positions, measured by hooks on one forward; a CLIP patch embedding or LeViT's conv stem)."""
+    counts = {"vision": 0, "projector": 0, "lm": 0, "conv": 0}
     for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Conv2d):
-            counts["patch_conv"] += m.weight.numel()
-        elif isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Linear):
             counts[part_of(name + ".weight")] += m.weight.numel()
+    if model.config.vision_config.model_type == "levit":
+        counts["vision"] = 0  # the linear layers after the stem never reach the features (not model FLOPs)
+
+    def count(module, _, out):
+        counts["conv"] += module.weight.numel() * out.shape[-2] * out.shape[-1]
+
+    tower = model.model.vision_tower
+    hooks = [m.register_forward_hook(count) for m in tower.modules() if isinstance(m, torch.nn.Conv2d)]
+    size = model.config.vision_config.image_size
+    with torch.no_grad():
+        tower.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
     return counts
 
 
@@ -78,9 +91,10 @@ def step_flops(model, n: dict[str, int], lengths: list[int]) -> float:
     cfg = model.config
     vc, tc = cfg.vision_config, cfg.text_config
     patches = (vc.image_size // vc.patch_size) ** 2
-    v = patches + 1
-    per_image = (6 * n["vision"] * v + 6 * n["patch_conv"] * patches + 6 * n["projector"] * patches
-                 + 12 * vc.num_hidden_layers * vc.hidden_size * v * v)
+    per_image = 6 * n["conv"] + 6 * n["projector"] * patches
+    if vc.model_type != "levit":  # the ViT's transformer layers, CLS included
+        v = patches + 1
+        per_image += 6 * n["vision"] * v + 12 * vc.num_hidden_layers * vc.hidden_size * v * v
     lm = sum(6 * n["lm"] * L + 12 * tc.num_hidden_layers * tc.hidden_size * L * L for L in lengths)
     return len(lengths) * per_image + lm
 

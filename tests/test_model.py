@@ -22,7 +22,9 @@ def test_2d_positions_encode_row_and_column():
 
 def test_image_tokens_match_patches():
     assert TinyVLMConfig().image_tokens == 16
-    assert TinyVLMConfig(patch_size=8).image_tokens == 64
+    assert TinyVLMConfig(vision_tower="clip", patch_size=8).image_tokens == 64
+    with pytest.raises(ValueError, match="stride 16"):
+        TinyVLMConfig(vision_tower="levit", patch_size=8)
 
 
 def test_chat_layouts_place_the_question_around_the_image():

@@ -88,6 +88,10 @@ def test_easyvqa_splits_match_the_package():
     s = test.get(0)
     assert s.image.size == (64, 64) and s.answer and s.question[0].isupper()
     assert s.family in ("shape", "colour", "yes_no")
+    shapes = test.labelled_images("shape")
+    assert len(shapes) == 763 and {v for _, v in shapes} == {"circle", "rectangle", "triangle"}
+    first = next(test.get(i) for i in range(len(test)) if test.get(i).family == "shape")
+    assert (test._paths[first.trace["image_id"]], first.answer) in shapes  # the label its question gives
     with pytest.raises(VrmError, match="split"):
         get_task("easyvqa", split="dev")
 

@@ -123,6 +123,34 @@ def test_training_learns_and_freezes(tmp_path):
     assert model.config.model_type == "llava"
 
 
+def test_levit_tower_trains_at_batch_one_and_reloads_as_a_hf_checkpoint(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vrm.model.build import unused_vision_parameters
+
+    cfg = tiny_cfg(tmp_path, "tiny.vision_tower=levit", "batch_size=1", "steps=3", "eval_every=3", "save_every=3",
+                   "trainable=[vision, projector, lm]")
+    final = train(cfg)  # batch 1 in train mode: LeViT's batch norms see 16 positions per channel
+    base, done = load_file(tmp_path / "base" / "model.safetensors"), load_file(final / "model.safetensors")
+    stem = [k for k in base if "vision_tower.patch_embeddings" in k and k.endswith("convolution.weight")]
+    assert len(stem) == 4 and all(not torch.equal(base[k], done[k]) for k in stem)  # the conv stem trains
+    model = AutoModelForImageTextToText.from_pretrained(final)
+    processor = AutoProcessor.from_pretrained(final)
+    assert model.config.vision_config.model_type == "levit"
+    unused = unused_vision_parameters(model)
+    assert unused and all(torch.equal(base[k], done[k]) for k in unused if k in base)  # frozen, not trained
+    image = get_task("shapes").sample(1).image
+    enc = processor(images=[image], text=["<image>"], return_tensors="pt")
+    assert int((enc["input_ids"] == model.config.image_token_index).sum()) == 16  # one token per 16x16 cell
+    features = model.model.get_image_features(enc["pixel_values"]).pooler_output
+    assert features[0].shape == (16, 32)  # 16 cells, projected to the LM width
+
+
+def test_unknown_vision_tower_is_a_clear_error(tmp_path):
+    with pytest.raises(VrmError, match="vision_tower"):
+        tiny_cfg(tmp_path, "tiny.vision_tower=resnet")
+
+
 def _cli(tmp_path, steps):
     return [sys.executable, "-m", "vrm.cli", "train", "sft", *TINY, f"out_dir={tmp_path}", f"steps={steps}",
             "save_every=2", "eval_every=100", "keep_checkpoints=2"]

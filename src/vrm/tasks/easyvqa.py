@@ -52,6 +52,11 @@ class EasyVQATask:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def labelled_images(self, attribute: str) -> list[tuple[str, str]]:
+        """(image path, value) for every image of the split whose ``attribute`` (shape or colour)
+        its questions reveal, in image-id order."""
+        return [(self._paths[i], truth[attribute]) for i, truth in sorted(self._truth.items()) if attribute in truth]
+
     def get(self, index: int) -> Sample:
         text, answer, image_id = self._rows[index]
         question = text[0].upper() + text[1:]

@@ -183,7 +183,9 @@ def train(cfg: GRPOConfig) -> Path:
     if cfg.lora_r:
         model = add_lora(model, cfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.train()
+    # Eval mode throughout (the tiny models have no dropout): the policy's log-probs must match the
+    # rollout's, and a batch-norm vision tower (levit) in train mode would use batch statistics.
+    model.eval()
     policy = Policy(model, cfg.share_prompt)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)

@@ -25,7 +25,7 @@ from vrm import VrmError
 from vrm.eval.run import evaluate
 from vrm.files import write_atomic
 from vrm.formats import FORMATS, get_format
-from vrm.model.build import TinyVLMConfig, build_tiny_vlm
+from vrm.model.build import TinyVLMConfig, build_tiny_vlm, unused_vision_parameters
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
 from vrm.train.data import collate, encode, step_samples
@@ -93,10 +93,22 @@ def part_of(param_name: str) -> str:
 
 
 def set_trainable(model, parts: list[str]) -> int:
-    """Freeze every parameter outside ``parts``; returns the number of trainable parameters."""
+    """Freeze every parameter outside ``parts`` (and those that never reach the output); returns
+    the number of trainable parameters."""
+    unused = set(unused_vision_parameters(model))
     for name, p in model.named_parameters():
-        p.requires_grad_(part_of(name) in parts)
+        p.requires_grad_(part_of(name) in parts and name not in unused)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train_mode(model):
+    """``model.train()``, except for batch norms whose weights are frozen: they keep using and
+    keeping their running statistics, so a frozen (LeViT) tower stays frozen."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+    return model
 
 
 def add_lora(model, cfg: TrainConfig):
@@ -233,7 +245,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     if cfg.lora_r:
         model = add_lora(model, cfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.train()
+    train_mode(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
@@ -260,7 +272,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         pairs = [(t, s) for t in eval_tasks for s in eval_samples(t, n=cfg.eval_n, seed=0)]
         with accelerator.autocast():
             summary = stage.evaluate(accelerator.unwrap_model(model), processor, pairs)
-        model.train()
+        train_mode(model)
         return summary
 
     bar = tqdm(total=cfg.steps, initial=start, desc=out.name, unit="step", disable=not (main and cfg.progress))
