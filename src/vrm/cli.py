@@ -158,12 +158,15 @@ def cmd_export(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from vrm.config import load_config
-    from vrm.train import align, grpo, mvot, sft, vq
+    from vrm.config import load_config, recipe_has
+    from vrm.train import align, grpo, mvot, sft, vision, vq
 
-    stages = {"align": (align.AlignConfig, align.run), "sft": (sft.SFTConfig, sft.run),
+    stages = {"vision": (vision.VisionConfig, vision.run), "align": (align.AlignConfig, align.run),
+              "sft": (sft.SFTConfig, sft.run),
               "grpo": (grpo.GRPOConfig, grpo.run), "vq": (vq.VQConfig, vq.run), "mvot": (mvot.MVoTConfig, mvot.run)}
-    names = ["align", "sft"] if args.stage == "all" else [args.stage]
+    names = [args.stage]
+    if args.stage == "all":  # the recipe's vision stage (if any), then align and sft
+        names = ["vision", "align", "sft"] if args.recipe and recipe_has(args.recipe, "vision") else ["align", "sft"]
     t0 = time.time()
     for name in names:
         cls, run = stages[name]
@@ -244,9 +247,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("params", nargs="*", help="task parameters as key=value (e.g. max_objects=8)")
     x.set_defaults(func=cmd_export)
 
-    t = sub.add_parser("train", help="train a stage of the LLaVA recipe (align, sft, both: all), RL it (grpo), "
+    t = sub.add_parser("train", help="train a stage of the recipe (vision for a from-scratch tower, align, sft; "
+                                      "all: the recipe's stages in order), RL it (grpo), "
                                       "or teach it visual thoughts (vq: the image tokenizer, then mvot)")
-    t.add_argument("stage", choices=["align", "sft", "grpo", "vq", "mvot", "all"])
+    t.add_argument("stage", choices=["vision", "align", "sft", "grpo", "vq", "mvot", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

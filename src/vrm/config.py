@@ -78,6 +78,16 @@ def build(cls: type[T], values: dict[str, Any], where: str = "") -> T:
         raise VrmError(f"bad config{where}: {e}") from None
 
 
+def recipe_has(recipe: str | Path, section: str) -> bool:
+    """Whether the YAML recipe has a top-level ``section`` (a missing or bad file: False; loading
+    it reports the error)."""
+    try:
+        data = yaml.safe_load(Path(recipe).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and section in data
+
+
 def load_config(cls: type[T], recipe: str | Path | None, section: str | None, overrides: Sequence[str] = ()) -> T:
     """Defaults of ``cls`` <- ``recipe[section]`` <- ``overrides``."""
     values: dict[str, Any] = {}

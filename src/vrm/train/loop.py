@@ -49,6 +49,7 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 5e-4
+    vision_lr: float = 0.0  # the vision tower's learning rate; 0: the same as lr
     warmup_steps: int = 100
     one_task_per_batch: bool = False  # each micro-batch from one task: long-question tasks pad only their own
     weight_decay: float = 0.0
@@ -99,6 +100,15 @@ def set_trainable(model, parts: list[str]) -> int:
     for name, p in model.named_parameters():
         p.requires_grad_(part_of(name) in parts and name not in unused)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """The trainable parameters as AdamW groups: the vision tower at ``cfg.vision_lr`` (when set),
+    the rest at ``cfg.lr``. The schedule scales every group's lr alike."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    vision = [p for n, p in trainable if cfg.vision_lr and part_of(n) == "vision"]
+    rest = [p for n, p in trainable if not (cfg.vision_lr and part_of(n) == "vision")]
+    return [g for g in ({"params": rest, "lr": cfg.lr}, {"params": vision, "lr": cfg.vision_lr}) if g["params"]]
 
 
 def train_mode(model):
@@ -247,7 +257,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     train_mode(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)

@@ -1,0 +1,62 @@
+"""The vision stage: the tower learns to see by classifying its caption's tokens (SuperClass-style)."""
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from vrm.config import load_config, recipe_has
+from vrm.train.data import IGNORE
+from vrm.train.loop import param_groups, part_of
+from vrm.train.sft import SFTConfig
+from vrm.train.vision import VisionConfig, caption_targets, run
+
+TINY = ["tiny.vision_hidden=32", "tiny.vision_heads=2", "tiny.lm_hidden=32", "tiny.lm_layers=1", "tiny.lm_heads=2",
+        "tiny.lm_intermediate=64", "tiny.tokenizer_corpus=200", "tasks={easyvqa: 1.0}", "batch_size=8", "eval_n=8",
+        "progress=false", "model=scratch", "log_every=1"]
+
+
+def test_caption_targets_are_the_normalised_multi_hot_of_the_caption_tokens():
+    labels = torch.tensor([[IGNORE, IGNORE, 5, 7, 5, 2], [IGNORE, 3, IGNORE, IGNORE, IGNORE, IGNORE]])
+    t = caption_targets(labels, vocab=10, ignore={2})
+    expected = torch.zeros(2, 10)
+    expected[0, 5] = expected[0, 7] = 0.5  # 5 counted once; the special token 2 left out
+    expected[1, 3] = 1.0
+    torch.testing.assert_close(t, expected)
+    assert caption_targets(torch.full((1, 3), IGNORE), 10, set()).sum() == 0  # no caption: no target
+
+
+def test_vision_stage_trains_the_tower_and_leaves_the_lm(tmp_path):
+    cfg = load_config(VisionConfig, None, None, TINY + [f"out_dir={tmp_path}", "steps=40", "lr=3e-3",
+                                                         "warmup_steps=5", "eval_every=40", "save_every=40"])
+    final = run(cfg)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    first, last = sum(e["loss"] for e in log[:5]) / 5, sum(e["loss"] for e in log[-5:]) / 5
+    assert last < first - 0.2, (first, last)  # from ~ln(vocab) towards the caption's few tokens
+    recall = log[-1]["eval"]["per_task"]["easyvqa"]
+    assert 0.0 <= recall <= 1.0 and log[-1]["eval"]["n"] == 8
+    base, done = load_file(tmp_path / "base" / "model.safetensors"), load_file(final / "model.safetensors")
+    changed = {part_of(k) for k in base if not torch.equal(base[k], done[k])}
+    assert changed == {"vision", "projector"}  # the token embeddings it scores against stay put
+
+
+def test_train_all_runs_a_recipes_vision_stage_first(tmp_path):
+    with_vision, without = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    with_vision.write_text("vision: {steps: 1}\nalign: {}\nsft: {}\n")
+    without.write_text("align: {}\nsft: {}\n")
+    assert recipe_has(with_vision, "vision") and not recipe_has(without, "vision")
+    assert not recipe_has(tmp_path / "missing.yaml", "vision")
+
+
+def test_vision_lr_puts_the_tower_in_its_own_group():
+    from vrm.model.build import TinyVLMConfig, build_tiny_vlm
+
+    model, _ = build_tiny_vlm(TinyVLMConfig(vision_hidden=32, vision_heads=2, lm_hidden=32, lm_layers=1, lm_heads=2,
+                                            lm_intermediate=64, vocab_size=300), ["a red circle"] * 20)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    cfg = load_config(SFTConfig, None, None, ["lr=1e-4", "vision_lr=1e-3"])
+    rest, vision = param_groups(model, cfg)
+    assert (rest["lr"], vision["lr"]) == (1e-4, 1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(part_of(names[id(p)]) == "vision" for p in vision["params"])
+    assert len(param_groups(model, load_config(SFTConfig, None, None, ["lr=1e-4"]))) == 1  # unset: one group
