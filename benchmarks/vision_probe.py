@@ -9,7 +9,13 @@ held-out accuracy on every test image whose questions reveal its shape, printed 
     python benchmarks/vision_probe.py                       # clip vs levit, steps 100,300,1200
     python benchmarks/vision_probe.py --towers clip,clip8,levit --steps 100,300 --threads 2
 
-``clip8`` is the CLIP tower with 8x8 patches (64 tokens). The README records what it printed.
+``clip8`` is the CLIP tower with 8x8 patches (64 tokens). With ``--frozen CKPT`` it instead
+probes a trained checkpoint: its frozen tower's and projector's mean-pooled features, a linear head
+fitted on the train images (500 full-batch Adam steps on standardised features):
+
+    python benchmarks/vision_probe.py --frozen src/vrm/default_model
+
+The README records what it printed.
 """
 from __future__ import annotations
 
@@ -70,16 +76,53 @@ def probe(name: str, train: tuple, test: tuple, checkpoints: list[int], seed: in
     return accs
 
 
+def frozen_probe(path: str, train: tuple, test: tuple) -> dict[str, float]:
+    """Held-out shape accuracy of a linear head on a checkpoint's frozen features (tower, projector)."""
+    from vrm.model import load_model
+
+    model, _ = load_model(path)
+    model.eval()
+    cfg = model.config
+
+    @torch.no_grad()
+    def pooled(x: torch.Tensor, where: str) -> torch.Tensor:
+        hidden = model.model.vision_tower(pixel_values=x, output_hidden_states=True).hidden_states
+        h = hidden[cfg.vision_feature_layer]
+        h = h[:, 1:] if cfg.vision_feature_select_strategy == "default" else h
+        return (model.model.multi_modal_projector(h) if where == "projector" else h).mean(1)
+
+    torch.manual_seed(0)
+    out = {}
+    for where in ("tower", "projector"):
+        ftr, fte = pooled(train[0], where), pooled(test[0], where)
+        mu, sd = ftr.mean(0), ftr.std(0) + 1e-5
+        ftr, fte = (ftr - mu) / sd, (fte - mu) / sd
+        head = torch.nn.Linear(ftr.shape[1], len(SHAPE_NAMES))
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
+        for _ in range(500):
+            loss = torch.nn.functional.cross_entropy(head(ftr), train[1])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out[where] = (head(fte).argmax(-1) == test[1]).float().mean().item()
+        print(f"{path}: {where} features, held-out shape accuracy {100 * out[where]:.1f}%")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--towers", default="clip,levit")
     p.add_argument("--steps", default="100,300,1200")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--frozen", help="probe this checkpoint's frozen features instead of training towers")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints = sorted(int(s) for s in args.steps.split(","))
     train, test = shape_images("train"), shape_images("test")
     print(f"easy-VQA shape labels: {len(train[1])} train images, {len(test[1])} test images")
+    if args.frozen:
+        frozen_probe(args.frozen, train, test)
+        return
     table = {name: probe(name, train, test, checkpoints) for name in args.towers.split(",")}
     print("\n| tower | " + " | ".join(f"step {s}" for s in checkpoints) + " |")
     print("|---|" + "---|" * len(checkpoints))
