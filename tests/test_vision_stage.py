@@ -1,9 +1,11 @@
 """The vision stage: the tower learns to see by classifying its caption's tokens (SuperClass-style)."""
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from vrm import VrmError
 from vrm.config import load_config, recipe_has
 from vrm.train.data import IGNORE
 from vrm.train.loop import param_groups, part_of
@@ -37,6 +39,16 @@ def test_vision_stage_trains_the_tower_and_leaves_the_lm(tmp_path):
     base, done = load_file(tmp_path / "base" / "model.safetensors"), load_file(final / "model.safetensors")
     changed = {part_of(k) for k in base if not torch.equal(base[k], done[k])}
     assert changed == {"vision", "projector"}  # the token embeddings it scores against stay put
+
+
+def test_vision_stage_refuses_a_non_llava_model():
+    from types import SimpleNamespace
+
+    from vrm.train.vision import VisionStage
+
+    stage = VisionStage(load_config(VisionConfig, None, None, []))
+    with pytest.raises(VrmError, match="qwen2_vl"):
+        stage.prepare(SimpleNamespace(config=SimpleNamespace(model_type="qwen2_vl")), None)
 
 
 def test_train_all_runs_a_recipes_vision_stage_first(tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vrm import VrmError
 from vrm.train.data import IGNORE
 from vrm.train.loop import Stage, TrainConfig, train
 
@@ -60,6 +61,12 @@ class VisionStage(Stage):
     def __init__(self, cfg: VisionConfig):
         super().__init__(cfg)
         self.ignore: set[int] = set()  # special tokens (<image>, end-of-turn, ...): not caption words
+
+    def prepare(self, model, processor):
+        if model.config.model_type != "llava":
+            raise VrmError(f"the vision stage trains a LLaVA-layout tower (a from-scratch tiny model), "
+                           f"not a {model.config.model_type!r} model: start align/sft from it directly")
+        return model, processor
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         self.ignore = set(processor.tokenizer.all_special_ids)
