@@ -2,7 +2,8 @@
 
 Targets are dense captions the tasks derive from their traces (every object with its attributes
 and position), so every image patch gets a learning signal. LLaVA trains only the projector here
-(lr 1e-3); a from-scratch tiny model must train its vision tower too (see recipes/tiny.yaml).
+(lr 1e-3); the tiny model's recipe first gives its from-scratch tower sight with the vision stage
+(`vrm.train.vision`), then trains projector + LM here with the tower frozen (recipes/tiny.yaml).
 """
 
 from __future__ import annotations
