@@ -38,6 +38,7 @@ import torch
 
 from vrm.infer.generate import prompt_text, stop_ids
 from vrm.model import TinyVLMConfig, build_tiny_vlm, load_model
+from vrm.model.build import unused_vision_parameters
 from vrm.tasks import get_task
 from vrm.train.data import collate, encode, step_samples
 from vrm.train.loop import corpus, part_of
@@ -67,11 +68,10 @@ def matmul_params(model) -> dict[str, int]:
     ``conv``: multiply-adds of the vision tower's convolutions for one image (weights x output
     positions, measured by hooks on one forward; a CLIP patch embedding or LeViT's conv stem)."""
     counts = {"vision": 0, "projector": 0, "lm": 0, "conv": 0}
+    unused = set(unused_vision_parameters(model))  # LeViT's stage after the stem: not model FLOPs
     for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Linear) and name + ".weight" not in unused:
             counts[part_of(name + ".weight")] += m.weight.numel()
-    if model.config.vision_config.model_type == "levit":
-        counts["vision"] = 0  # the linear layers after the stem never reach the features (not model FLOPs)
 
     def count(module, _, out):
         counts["conv"] += module.weight.numel() * out.shape[-2] * out.shape[-1]

@@ -44,9 +44,14 @@ def shape_images(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor([SHAPE_NAMES.index(shape) for _, shape in rows])
 
 
-def features(tower, layer: int, strategy: str, pixels: torch.Tensor) -> torch.Tensor:
+def image_tokens(tower, layer: int, strategy: str, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, tokens, hidden): the tower's features as LLaVA selects them (hidden state, CLS dropped)."""
     hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
-    return (hidden[:, 1:] if strategy == "default" else hidden).mean(1)
+    return hidden[:, 1:] if strategy == "default" else hidden
+
+
+def features(tower, layer: int, strategy: str, pixels: torch.Tensor) -> torch.Tensor:
+    return image_tokens(tower, layer, strategy, pixels).mean(1)
 
 
 def probe(name: str, train: tuple, test: tuple, checkpoints: list[int], seed: int = 0) -> list[float]:
@@ -86,9 +91,7 @@ def frozen_probe(path: str, train: tuple, test: tuple) -> dict[str, float]:
 
     @torch.no_grad()
     def pooled(x: torch.Tensor, where: str) -> torch.Tensor:
-        hidden = model.model.vision_tower(pixel_values=x, output_hidden_states=True).hidden_states
-        h = hidden[cfg.vision_feature_layer]
-        h = h[:, 1:] if cfg.vision_feature_select_strategy == "default" else h
+        h = image_tokens(model.model.vision_tower, cfg.vision_feature_layer, cfg.vision_feature_select_strategy, x)
         return (model.model.multi_modal_projector(h) if where == "projector" else h).mean(1)
 
     torch.manual_seed(0)

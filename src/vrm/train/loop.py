@@ -105,9 +105,10 @@ def set_trainable(model, parts: list[str]) -> int:
 def param_groups(model, cfg: TrainConfig) -> list[dict]:
     """The trainable parameters as AdamW groups: the vision tower at ``cfg.vision_lr`` (when set),
     the rest at ``cfg.lr``. The schedule scales every group's lr alike."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    vision = [p for n, p in trainable if cfg.vision_lr and part_of(n) == "vision"]
-    rest = [p for n, p in trainable if not (cfg.vision_lr and part_of(n) == "vision")]
+    rest, vision = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (vision if cfg.vision_lr and part_of(name) == "vision" else rest).append(p)
     return [g for g in ({"params": rest, "lr": cfg.lr}, {"params": vision, "lr": cfg.vision_lr}) if g["params"]]
 
 
@@ -256,8 +257,9 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         model = add_lora(model, cfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     train_mode(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    groups = param_groups(model, cfg)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
