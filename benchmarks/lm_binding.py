@@ -9,8 +9,13 @@ layer, as 16 image tokens), and how does the order of question and image change 
     python benchmarks/lm_binding.py count_colour,exists,query_colour 5e-4 4 600 1 qfirst   # 66.5%
     python benchmarks/lm_binding.py count_colour,exists,query_colour 5e-4 4 600 1 qboth    # 87.5%
 
+    # width: the same three hard families, 400 steps; 256 wide (the shipped LM) vs 512 wide
+    python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 400 2 qfirst 4 256   # 53.5%
+    python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 400 2 qfirst 8 512   # 76.5%
+
 Arguments: families (comma-separated) lr layers steps threads [mode: qfirst, qboth (the question
-before and again after the image) and/or cellcode] [heads, default 4].
+before and again after the image) and/or cellcode] [heads, default 4] [hidden size, default 256;
+the MLP is 3x wider].
 Prints held-out answer-token accuracy (200 questions) every 100 steps.
 """
 import sys, random, time, torch, torch.nn as nn
@@ -20,15 +25,16 @@ from vrm.tasks.shapes import ShapesTask, SHAPES, COLOURS
 random.seed(0); torch.manual_seed(0); torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 1)
 MODE = sys.argv[6] if len(sys.argv) > 6 else ""
 HEADS = int(sys.argv[7]) if len(sys.argv) > 7 else 4
+HIDDEN = int(sys.argv[8]) if len(sys.argv) > 8 else 256
 fams = sys.argv[1].split(","); lr = float(sys.argv[2]); layers = int(sys.argv[3]); steps = int(sys.argv[4])
 _, proc = load_model(); tok = proc.tokenizer
 task = ShapesTask(families=tuple(fams))
-cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=768, num_hidden_layers=layers,
+cfg = LlamaConfig(vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=3 * HIDDEN, num_hidden_layers=layers,
                   num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=256, tie_word_embeddings=True)
 lm = LlamaForCausalLM(cfg)
 C, S = list(COLOURS), list(SHAPES)
 feat_dim = 1 + len(C) + len(S) + (16 if "cellcode" in MODE else 8)
-proj = nn.Linear(feat_dim, 256)
+proj = nn.Linear(feat_dim, HIDDEN)
 def oracle(objs):
     f = torch.zeros(16, feat_dim)
     for k in range(16):
@@ -56,7 +62,7 @@ def batch(seeds):
         lab = torch.tensor([-100] * (16 + len(q) * (2 if "qboth" in MODE else 1)) + a)
         embs.append(e); labels.append(lab)
     T = max(len(e) for e in embs)
-    E = torch.zeros(len(embs), T, 256); L = torch.full((len(embs), T), -100); M = torch.zeros(len(embs), T, dtype=torch.long)
+    E = torch.zeros(len(embs), T, HIDDEN); L = torch.full((len(embs), T), -100); M = torch.zeros(len(embs), T, dtype=torch.long)
     for i, (e, l) in enumerate(zip(embs, labels)):
         E[i, :len(e)] = e; L[i, :len(l)] = l; M[i, :len(e)] = 1
     return E, L, M
