@@ -72,3 +72,32 @@ def test_vision_lr_puts_the_tower_in_its_own_group():
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(part_of(names[id(p)]) == "vision" for p in vision["params"])
     assert len(param_groups(model, load_config(SFTConfig, None, None, ["lr=1e-4"]))) == 1  # unset: one group
+
+
+def test_random_targets_score_against_a_fixed_table_not_the_token_embeddings():
+    from vrm.model.build import TinyVLMConfig, build_tiny_vlm
+    from vrm.train.vision import VisionStage, token_logits
+
+    model, _ = build_tiny_vlm(TinyVLMConfig(vision_hidden=32, vision_heads=2, lm_hidden=32, lm_layers=1, lm_heads=2,
+                                            lm_intermediate=64, vocab_size=300), ["a red circle"] * 20)
+    model.eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    tied = VisionStage(load_config(VisionConfig, None, None, []))
+    rand = VisionStage(load_config(VisionConfig, None, None, ["targets=random", "seed=3"]))
+    tied.prepare(model, None), rand.prepare(model, None)
+    assert tied.table is None and rand.table.shape == model.get_input_embeddings().weight.shape
+    again = VisionStage(load_config(VisionConfig, None, None, ["targets=random", "seed=3"]))
+    again.prepare(model, None)
+    torch.testing.assert_close(rand.table, again.table)  # seeded: a resumed run scores the same way
+    with torch.no_grad():
+        before = token_logits(model, pixels, 10.0, rand.table), token_logits(model, pixels, 10.0, tied.table)
+        model.get_input_embeddings().weight.mul_(-1.0)  # flip every word embedding
+        after = token_logits(model, pixels, 10.0, rand.table), token_logits(model, pixels, 10.0, tied.table)
+    torch.testing.assert_close(before[0], after[0])  # the random table does not see the LM's words
+    torch.testing.assert_close(before[1], -after[1])  # the tied one does: cosines flip sign
+    assert before[0].abs().max() <= 10.0 + 1e-4  # cosines x scale
+
+
+def test_unknown_vision_targets_are_refused():
+    with pytest.raises(VrmError, match="targets"):
+        load_config(VisionConfig, None, None, ["targets=words"])

@@ -11,7 +11,9 @@ which tokens it holds, softmax cross-entropy against the normalised multi-hot of
 No new weights: the image features go through the LLaVA projector, are mean-pooled over the image
 tokens, and are scored against the LM's (frozen, tied) token embeddings by cosine similarity
 times ``logit_scale``. So the projector learns to point each image at the embeddings of the
-words that describe it, a warm start for the align stage that follows.
+words that describe it, a warm start for the align stage that follows. ``targets: random`` scores
+against a fixed random table instead, so the image features do not look like words (README:
+the tied targets may let a red cell pass for the question's "red").
 
     vrm train vision --recipe recipes/tiny.yaml          # then align, then sft (`vrm train all`)
 """
@@ -36,7 +38,16 @@ class VisionConfig(TrainConfig):
     trainable: list[str] = field(default_factory=lambda: ["vision", "projector"])
     lr: float = 1e-3
     logit_scale: float = 10.0  # cosine similarities x this are the token logits
+    targets: str = "tied"  # tied: the LM's token embeddings; random: a fixed random table (not word-like)
     out_dir: str = "runs/vision"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.targets not in TARGETS:
+            raise VrmError(f"vision targets must be one of {TARGETS}, got {self.targets!r}")
+
+
+TARGETS = ("tied", "random")
 
 
 def caption_targets(labels: torch.Tensor, vocab: int, ignore: set[int]) -> torch.Tensor:
@@ -49,23 +60,36 @@ def caption_targets(labels: torch.Tensor, vocab: int, ignore: set[int]) -> torch
     return hot / hot.sum(1, keepdim=True).clamp(min=1.0)
 
 
-def token_logits(model, pixel_values: torch.Tensor, scale: float) -> torch.Tensor:
-    """(B, vocab): cosine of each image's mean projected feature with every token embedding, x scale."""
+def token_logits(model, pixel_values: torch.Tensor, scale: float, table: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, vocab): cosine of each image's mean projected feature with every row of ``table`` (by
+    default the LM's token embeddings), x scale."""
     feats = model.model.get_image_features(pixel_values=pixel_values).pooler_output
     pooled = torch.stack([f.mean(0) for f in feats])
-    table = model.get_input_embeddings().weight
+    table = model.get_input_embeddings().weight if table is None else table.to(pooled.device)
     return scale * F.normalize(pooled, dim=-1) @ F.normalize(table, dim=-1).T
+
+
+def target_table(model, cfg: VisionConfig) -> torch.Tensor | None:
+    """What the image features are scored against: None for the LM's own (tied) token embeddings;
+    for ``random``, a fixed Gaussian table of the same shape, seeded by ``cfg.seed`` and never
+    saved, so the projector learns to classify without its features looking like words."""
+    if cfg.targets == "tied":
+        return None
+    vocab, hidden = model.get_input_embeddings().weight.shape
+    return torch.randn(vocab, hidden, generator=torch.Generator().manual_seed(cfg.seed))
 
 
 class VisionStage(Stage):
     def __init__(self, cfg: VisionConfig):
         super().__init__(cfg)
         self.ignore: set[int] = set()  # special tokens (<image>, end-of-turn, ...): not caption words
+        self.table: torch.Tensor | None = None  # see target_table
 
     def prepare(self, model, processor):
         if model.config.model_type != "llava":
             raise VrmError(f"the vision stage trains a LLaVA-layout tower (a from-scratch tiny model), "
                            f"not a {model.config.model_type!r} model: start align/sft from it directly")
+        self.table = target_table(model, self.cfg)
         return model, processor
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
@@ -74,7 +98,7 @@ class VisionStage(Stage):
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         unwrapped = getattr(model, "module", model)
-        logits = token_logits(unwrapped, batch["pixel_values"], self.cfg.logit_scale)
+        logits = token_logits(unwrapped, batch["pixel_values"], self.cfg.logit_scale, self.table)
         target = caption_targets(batch["labels"].cpu(), logits.shape[1], self.ignore).to(logits.device)
         return -(target * logits.log_softmax(-1)).sum(-1).mean(), {}
 
@@ -90,7 +114,7 @@ class VisionStage(Stage):
             wanted = set(target.nonzero().flatten().tolist())
             if not wanted:
                 continue
-            logits = token_logits(model, example["pixel_values"].to(model.device), self.cfg.logit_scale)[0]
+            logits = token_logits(model, example["pixel_values"].to(model.device), self.cfg.logit_scale, self.table)[0]
             top = set(logits.topk(len(wanted)).indices.tolist())
             per_task.setdefault(task.name, []).append(len(top & wanted) / len(wanted))
         scores = [s for v in per_task.values() for s in v]
