@@ -12,8 +12,8 @@ No new weights: the image features go through the LLaVA projector, are mean-pool
 tokens, and are scored against the LM's (frozen, tied) token embeddings by cosine similarity
 times ``logit_scale``. So the projector learns to point each image at the embeddings of the
 words that describe it, a warm start for the align stage that follows. ``targets: random`` scores
-against a fixed random table instead, so the image features do not look like words (README:
-the tied targets may let a red cell pass for the question's "red").
+against a fixed random table instead, so the image features do not look like words; measured, it
+changes nothing that matters (README: the LM misreads the question either way).
 
     vrm train vision --recipe recipes/tiny.yaml          # then align, then sft (`vrm train all`)
 """
