@@ -30,6 +30,8 @@ from vrm import VrmError
 from vrm.train.data import IGNORE
 from vrm.train.loop import Stage, TrainConfig, train
 
+TARGETS = ("tied", "random")  # what the image features are scored against (see target_table)
+
 
 @dataclass
 class VisionConfig(TrainConfig):
@@ -45,9 +47,6 @@ class VisionConfig(TrainConfig):
         super().__post_init__()
         if self.targets not in TARGETS:
             raise VrmError(f"vision targets must be one of {TARGETS}, got {self.targets!r}")
-
-
-TARGETS = ("tied", "random")
 
 
 def caption_targets(labels: torch.Tensor, vocab: int, ignore: set[int]) -> torch.Tensor:
