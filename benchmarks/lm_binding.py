@@ -13,12 +13,20 @@ layer, as 16 image tokens), and how does the order of question and image change 
     python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 400 2 qfirst 4 256   # 53.5%
     python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 400 2 qfirst 8 512   # 76.5%
 
-Arguments: families (comma-separated) lr layers steps threads [mode: qfirst, qboth (the question
-before and again after the image) and/or cellcode] [heads, default 4] [hidden size, default 256;
-the MLP is 3x wider].
+    # the embedded model's own image tokens instead of the oracle (frozen tower + projector, a fresh
+    # linear on top, as the oracle has), the same three families, 1,200 steps:
+    python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 1200 2 qfirst 4 256        # oracle 99.0%
+    python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 1200 2 qfirst,real 4 256   # real 50.5%
+
+Arguments: families (comma-separated) lr layers steps threads [mode, comma-separated: qfirst, qboth
+(the question before and again after the image), cellcode (one code per cell instead of row +
+column), nopos (no position code at all); real (the image tokens of the model in $LM_BINDING_MODEL,
+default the embedded one, instead of the oracle), with std (each feature standardised over 300
+images), unit (each token scaled to norm 1), pos (the oracle's row + column code appended)] [heads,
+default 4] [hidden size, default 256; the MLP is 3x wider].
 Prints held-out answer-token accuracy (200 questions) every 100 steps.
 """
-import sys, random, time, torch, torch.nn as nn
+import os, sys, random, time, torch, torch.nn as nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from vrm.model import load_model
 from vrm.tasks.shapes import ShapesTask, SHAPES, COLOURS
@@ -27,18 +35,37 @@ MODE = sys.argv[6] if len(sys.argv) > 6 else ""
 HEADS = int(sys.argv[7]) if len(sys.argv) > 7 else 4
 HIDDEN = int(sys.argv[8]) if len(sys.argv) > 8 else 256
 fams = sys.argv[1].split(","); lr = float(sys.argv[2]); layers = int(sys.argv[3]); steps = int(sys.argv[4])
-_, proc = load_model(); tok = proc.tokenizer
+vlm, proc = load_model(os.environ.get("LM_BINDING_MODEL")); tok = proc.tokenizer; vlm.eval()
 task = ShapesTask(families=tuple(fams))
 cfg = LlamaConfig(vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=3 * HIDDEN, num_hidden_layers=layers,
                   num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=256, tie_word_embeddings=True)
 lm = LlamaForCausalLM(cfg)
 C, S = list(COLOURS), list(SHAPES)
 feat_dim = 1 + len(C) + len(S) + (16 if "cellcode" in MODE else 8)
+if "real" in MODE:  # the embedded model's own image tokens (frozen tower + projector) instead of the oracle
+    feat_dim = vlm.config.text_config.hidden_size + (8 if "pos" in MODE.split(",") else 0)
 proj = nn.Linear(feat_dim, HIDDEN)
+STATS = None  # (mean, std) of each image-token feature, for mode std
+ROWCOL = torch.zeros(16, 8)  # token k's row and column, one-hot (mode pos)
+for _k in range(16):
+    ROWCOL[_k, _k // 4] = ROWCOL[_k, 4 + _k % 4] = 1
+def seen(image):
+    """The real model's 16 image tokens, transformed as MODE says."""
+    f = image_tokens(image)
+    f = (f - STATS[0]) / STATS[1] if "std" in MODE else f
+    f = f / f.norm(dim=-1, keepdim=True) if "unit" in MODE else f
+    return torch.cat([f, ROWCOL], 1) if "pos" in MODE.split(",") else f
+def image_tokens(image):
+    with torch.no_grad():
+        px = proc.image_processor([image], return_tensors="pt")["pixel_values"]
+        out = vlm.model.get_image_features(pixel_values=px)
+        out = out if torch.is_tensor(out) else out.pooler_output
+        return (torch.cat(list(out)) if isinstance(out, (list, tuple)) else out).reshape(16, -1)
 def oracle(objs):
     f = torch.zeros(16, feat_dim)
     for k in range(16):
         r, c = divmod(k, 4); f[k, 0] = 1
+        if "nopos" in MODE: continue
         if "cellcode" in MODE: f[k, -16 + k] = 1
         else: f[k, -8 + r] = 1; f[k, -4 + c] = 1
     for o in objs:
@@ -52,7 +79,7 @@ def batch(seeds):
         q = tok(s.question + " Answer:", add_special_tokens=False).input_ids
         a = tok(" " + s.answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids = torch.tensor(q + a)
-        img, txt = proj(oracle(s.trace["objects"])), lm.get_input_embeddings()(ids)
+        img, txt = proj(seen(s.image) if "real" in MODE else oracle(s.trace["objects"])), lm.get_input_embeddings()(ids)
         if "qboth" in MODE:  # the question, the image, the question again
             e = torch.cat([txt[:len(q)], img, txt])
         elif "qfirst" in MODE:
@@ -66,6 +93,9 @@ def batch(seeds):
     for i, (e, l) in enumerate(zip(embs, labels)):
         E[i, :len(e)] = e; L[i, :len(l)] = l; M[i, :len(e)] = 1
     return E, L, M
+if "real" in MODE and "std" in MODE:  # standardise each feature over 300 training images
+    _tokens = torch.cat([image_tokens(task.sample(i).image) for i in range(300)])
+    STATS = (_tokens.mean(0), _tokens.std(0) + 1e-5)
 opt = torch.optim.AdamW(list(lm.parameters()) + list(proj.parameters()), lr=lr, betas=(0.9, 0.98))
 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / 50))
 t0 = time.time()

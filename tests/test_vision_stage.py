@@ -101,3 +101,44 @@ def test_random_targets_score_against_a_fixed_table_not_the_token_embeddings():
 def test_unknown_vision_targets_are_refused():
     with pytest.raises(VrmError, match="targets"):
         load_config(VisionConfig, None, None, ["targets=words"])
+
+
+def test_dense_targets_put_each_shape_in_its_own_token():
+    from vrm.model import load_model
+    from vrm.tasks.easyvqa import EasyVQATask
+    from vrm.tasks.shapes import ShapesTask
+    from vrm.train.vision import object_rows, cell_targets
+
+    _, processor = load_model(None)
+    tok = processor.tokenizer
+    task = ShapesTask()
+    sample = task.sample(11)
+    rows = object_rows(tok, task, sample)
+    targets, located = cell_targets(rows["object_xy"], rows["object_ids"], grid=4, vocab=len(tok), empty=7)
+    assert located.tolist() == [True]
+    occupied = {(o["row"] - 1) * 4 + o["col"] - 1: o for o in sample.trace["objects"]}
+    for k in range(16):
+        if k in occupied:  # row r, column c -> token (r-1)*4 + c-1: its colour and shape words, half each
+            words = tok(f" {occupied[k]['colour']} {occupied[k]['shape']}", add_special_tokens=False)["input_ids"]
+            assert sorted(targets[0, k].nonzero().flatten().tolist()) == sorted(words)
+            torch.testing.assert_close(targets[0, k, words], torch.full((len(words),), 1 / len(words)))
+        else:
+            assert targets[0, k].nonzero().flatten().tolist() == [7]  # an empty cell names the empty token
+    easy = EasyVQATask("train")
+    rows = object_rows(tok, easy, easy.get(0))  # easy-VQA does not say where its shape is
+    assert not cell_targets(rows["object_xy"], rows["object_ids"], 4, len(tok), 7)[1].any()
+
+
+def test_dense_vision_stage_lowers_the_per_token_loss(tmp_path):
+    cfg = load_config(VisionConfig, None, None, TINY + [f"out_dir={tmp_path}", "steps=40", "lr=3e-3", "dense=1.0",
+                                                         "tasks={shapes: 1.0}", "warmup_steps=5", "eval_every=40",
+                                                         "save_every=40"])
+    run(cfg)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    first, last = sum(e["dense"] for e in log[:5]) / 5, sum(e["dense"] for e in log[-5:]) / 5
+    assert last < first - 0.2, (first, last)
+
+
+def test_negative_dense_weight_is_refused():
+    with pytest.raises(VrmError, match="dense"):
+        load_config(VisionConfig, None, None, ["dense=-1"])

@@ -69,6 +69,15 @@ class Task(Protocol):
     def explain(self, sample: Sample) -> Explanation: ...
 
 
+def object_words(task, sample: Sample) -> list[tuple[float, float, str]] | None:
+    """Where each object of a sample's image is and what it is: ``(x, y, words)``, the centre as
+    fractions of the image's width and height (0-1, y down) and the caption's words for it
+    ("red square"). None for tasks that do not know where their objects are."""
+    if hasattr(task, "object_words"):
+        return task.object_words(sample)
+    return None
+
+
 def explain(task, sample: Sample) -> Explanation:
     """The task's explanation of a sample; tasks without one (plain JSONL rows) get a minimal one."""
     if hasattr(task, "explain"):

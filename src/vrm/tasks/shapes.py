@@ -145,6 +145,17 @@ class ShapesTask:
         count = f"{len(objects)} shape" + ("s" if len(objects) != 1 else "")
         return f"{count}: " + "; ".join(parts) + "."
 
+    def object_words(self, sample: Sample) -> list[tuple[float, float, str]]:
+        """Each object's cell centre (fractions of the image side) and its colour and shape.
+
+        >>> ShapesTask().object_words(Sample("x", None, "", "", "shapes", "count_all", None,
+        ...     {"grid": 4, "objects": [{"row": 1, "col": 2, "colour": "red", "shape": "square"}]}))
+        [(0.375, 0.125, 'red square')]
+        """
+        grid = sample.trace["grid"]
+        return [((o["col"] - 0.5) / grid, (o["row"] - 0.5) / grid, f"{o['colour']} {o['shape']}")
+                for o in sample.trace["objects"]]
+
     def explain(self, sample: Sample) -> Explanation:
         """Plan, the whole board, then the filter and its result.
 

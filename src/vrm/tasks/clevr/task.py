@@ -147,6 +147,11 @@ class ClevrTask:
         count = f"{len(objects)} object" + ("s" if len(objects) != 1 else "")
         return f"{count}: " + "; ".join(parts) + "."
 
+    def object_words(self, sample: Sample) -> list[tuple[float, float, str]]:
+        """Each object's centre in the image (fractions of its side) and its caption words."""
+        return [(o["pixel_coords"][0] / self.canvas, o["pixel_coords"][1] / self.canvas,
+                 f"{o['size']} {o['color']} {o['material']} {o['shape']}") for o in sample.trace["scene"]["objects"]]
+
     def explain(self, sample: Sample) -> Explanation:
         """The plan, the dense caption and the program's steps in words."""
         return explain_program(sample.trace, self.caption(sample), sample.question)
