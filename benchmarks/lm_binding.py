@@ -17,12 +17,17 @@ layer, as 16 image tokens), and how does the order of question and image change 
     # linear on top, as the oracle has), the same three families, 1,200 steps:
     python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 1200 2 qfirst 4 256        # oracle 99.0%
     python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 1200 2 qfirst,real 4 256   # real 50.5%
+    python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 1200 2 qfirst,mix 4 256    # 62.0%
+    python benchmarks/lm_binding.py count_colour,count_shape,exists 5e-4 4 1200 2 qfirst,real,probe 4 256  # 96.0%
 
 Arguments: families (comma-separated) lr layers steps threads [mode, comma-separated: qfirst, qboth
 (the question before and again after the image), cellcode (one code per cell instead of row +
 column), nopos (no position code at all); real (the image tokens of the model in $LM_BINDING_MODEL,
 default the embedded one, instead of the oracle), with std (each feature standardised over 300
-images), unit (each token scaled to norm 1), pos (the oracle's row + column code appended)] [heads,
+images), unit (each token scaled to norm 1), pos (the oracle's row + column code appended), probe
+(each token replaced by the class probabilities of a linear per-cell colour / shape classifier
+fitted on 2,000 images); mix (the oracle through a fixed random 256-wide map: the same information,
+dense; with small, scaled to norm ~1.7)] [heads,
 default 4] [hidden size, default 256; the MLP is 3x wider].
 Prints held-out answer-token accuracy (200 questions) every 100 steps.
 """
@@ -43,8 +48,9 @@ lm = LlamaForCausalLM(cfg)
 C, S = list(COLOURS), list(SHAPES)
 feat_dim = 1 + len(C) + len(S) + (16 if "cellcode" in MODE else 8)
 if "real" in MODE:  # the embedded model's own image tokens (frozen tower + projector) instead of the oracle
-    feat_dim = vlm.config.text_config.hidden_size + (8 if "pos" in MODE.split(",") else 0)
-proj = nn.Linear(feat_dim, HIDDEN)
+    feat_dim = (1 + len(C) + 1 + len(S) if "probe" in MODE else vlm.config.text_config.hidden_size) + (8 if "pos" in MODE.split(",") else 0)
+MIX = torch.randn(feat_dim, 256, generator=torch.Generator().manual_seed(1)) / (16 if "small" in MODE else 1) if "mix" in MODE else None
+proj = nn.Linear(256 if "mix" in MODE else feat_dim, HIDDEN)
 STATS = None  # (mean, std) of each image-token feature, for mode std
 ROWCOL = torch.zeros(16, 8)  # token k's row and column, one-hot (mode pos)
 for _k in range(16):
@@ -54,6 +60,7 @@ def seen(image):
     f = image_tokens(image)
     f = (f - STATS[0]) / STATS[1] if "std" in MODE else f
     f = f / f.norm(dim=-1, keepdim=True) if "unit" in MODE else f
+    f = torch.cat([PROBE[0](f).softmax(-1), PROBE[1](f).softmax(-1)], 1).detach() if "probe" in MODE else f
     return torch.cat([f, ROWCOL], 1) if "pos" in MODE.split(",") else f
 def image_tokens(image):
     with torch.no_grad():
@@ -61,6 +68,9 @@ def image_tokens(image):
         out = vlm.model.get_image_features(pixel_values=px)
         out = out if torch.is_tensor(out) else out.pooler_output
         return (torch.cat(list(out)) if isinstance(out, (list, tuple)) else out).reshape(16, -1)
+def mixed(f):
+    """Mode mix: the oracle through a fixed random 256-wide linear map: the same information, dense."""
+    return f @ MIX if MIX is not None else f
 def oracle(objs):
     f = torch.zeros(16, feat_dim)
     for k in range(16):
@@ -79,7 +89,7 @@ def batch(seeds):
         q = tok(s.question + " Answer:", add_special_tokens=False).input_ids
         a = tok(" " + s.answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
         ids = torch.tensor(q + a)
-        img, txt = proj(seen(s.image) if "real" in MODE else oracle(s.trace["objects"])), lm.get_input_embeddings()(ids)
+        img, txt = proj(seen(s.image) if "real" in MODE else mixed(oracle(s.trace["objects"]))), lm.get_input_embeddings()(ids)
         if "qboth" in MODE:  # the question, the image, the question again
             e = torch.cat([txt[:len(q)], img, txt])
         elif "qfirst" in MODE:
@@ -96,6 +106,18 @@ def batch(seeds):
 if "real" in MODE and "std" in MODE:  # standardise each feature over 300 training images
     _tokens = torch.cat([image_tokens(task.sample(i).image) for i in range(300)])
     STATS = (_tokens.mean(0), _tokens.std(0) + 1e-5)
+PROBE = None
+if "real" in MODE and "probe" in MODE:  # a linear classifier per cell (colour, shape; 0 = empty), fitted on 2,000 images
+    _X = torch.stack([image_tokens(task.sample(i).image) for i in range(2000)])
+    _cells = [{(o["row"] - 1) * 4 + o["col"] - 1: o for o in task.sample(i).trace["objects"]} for i in range(2000)]
+    _y = [torch.tensor([[1 + names.index(c[k][attr]) if k in c else 0 for k in range(16)] for c in _cells])
+          for attr, names in (("colour", C), ("shape", S))]
+    PROBE = (nn.Linear(_X.shape[-1], 1 + len(C)), nn.Linear(_X.shape[-1], 1 + len(S)))
+    for head, y in zip(PROBE, _y):
+        _opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(300):
+            _loss = nn.functional.cross_entropy(head(_X).reshape(-1, head.out_features), y.reshape(-1))
+            _opt.zero_grad(); _loss.backward(); _opt.step()
 opt = torch.optim.AdamW(list(lm.parameters()) + list(proj.parameters()), lr=lr, betas=(0.9, 0.98))
 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / 50))
 t0 = time.time()
