@@ -65,6 +65,13 @@ def seen(image):
 def image_tokens(image):
     with torch.no_grad():
         px = proc.image_processor([image], return_tensors="pt")["pixel_values"]
+        if "hidden" in MODE:  # the projector's hidden layer (what its trainable second layer reads)
+            projector = vlm.model.multi_modal_projector
+            captured = {}
+            hook = projector.act.register_forward_hook(lambda m, i, o: captured.setdefault("h", o))
+            vlm.model.get_image_features(pixel_values=px)
+            hook.remove()
+            return captured["h"].reshape(16, -1)
         out = vlm.model.get_image_features(pixel_values=px)
         out = out if torch.is_tensor(out) else out.pooler_output
         return (torch.cat(list(out)) if isinstance(out, (list, tuple)) else out).reshape(16, -1)

@@ -84,11 +84,10 @@ def test_random_targets_score_against_a_fixed_table_not_the_token_embeddings():
     pixels = torch.randn(2, 3, 64, 64)
     tied = VisionStage(load_config(VisionConfig, None, None, []))
     rand = VisionStage(load_config(VisionConfig, None, None, ["targets=random", "seed=3"]))
-    tied.prepare(model, None), rand.prepare(model, None)
+    tied.scoring(model), rand.scoring(model)
     assert tied.table is None and rand.table.shape == model.get_input_embeddings().weight.shape
-    again = VisionStage(load_config(VisionConfig, None, None, ["targets=random", "seed=3"]))
-    again.prepare(model, None)
-    torch.testing.assert_close(rand.table, again.table)  # seeded: a resumed run scores the same way
+    resumed = VisionStage(load_config(VisionConfig, None, None, ["targets=random", "seed=3"]))  # no prepare
+    torch.testing.assert_close(rand.table, resumed.scoring(model))  # seeded: a resumed run scores the same way
     with torch.no_grad():
         before = token_logits(model, pixels, 10.0, rand.table), token_logits(model, pixels, 10.0, tied.table)
         model.get_input_embeddings().weight.mul_(-1.0)  # flip every word embedding

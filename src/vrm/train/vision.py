@@ -136,15 +136,21 @@ class VisionStage(Stage):
         super().__init__(cfg)
         self.ignore: set[int] = set()  # special tokens (<image>, end-of-turn, ...): not caption words
         self.table: torch.Tensor | None = None  # see target_table
-        self.empty = 0  # the dense target of a patch with no object: the image placeholder token
+        self.empty: int | None = None  # the dense target of a patch with no object: the image placeholder token
 
     def prepare(self, model, processor):
         if model.config.model_type != "llava":
             raise VrmError(f"the vision stage trains a LLaVA-layout tower (a from-scratch tiny model), "
                            f"not a {model.config.model_type!r} model: start align/sft from it directly")
-        self.table = target_table(model, self.cfg)
-        self.empty = model.config.image_token_id
         return model, processor
+
+    def scoring(self, model) -> torch.Tensor:
+        """The table the features are scored against. Set from the model at first use, not in
+        `prepare`, which a resumed run skips (it reloads the saved base): both score alike."""
+        if self.empty is None:
+            self.table = target_table(model, self.cfg)
+            self.empty = model.config.image_token_id
+        return model.get_input_embeddings().weight if self.table is None else self.table
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         self.ignore = set(processor.tokenizer.all_special_ids)
@@ -155,7 +161,7 @@ class VisionStage(Stage):
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         unwrapped = getattr(model, "module", model)
-        table = unwrapped.get_input_embeddings().weight if self.table is None else self.table
+        table = self.scoring(unwrapped)
         features = image_features(unwrapped, batch["pixel_values"])
         logits = word_logits(features.mean(1), table, self.cfg.logit_scale)
         target = caption_targets(batch["labels"].cpu(), logits.shape[1], self.ignore).to(logits.device)
@@ -182,7 +188,7 @@ class VisionStage(Stage):
             wanted = set(target.nonzero().flatten().tolist())
             if not wanted:
                 continue
-            logits = token_logits(model, example["pixel_values"].to(model.device), self.cfg.logit_scale, self.table)[0]
+            logits = token_logits(model, example["pixel_values"].to(model.device), self.cfg.logit_scale, self.scoring(model))[0]
             top = set(logits.topk(len(wanted)).indices.tolist())
             per_task.setdefault(task.name, []).append(len(top & wanted) / len(wanted))
         scores = [s for v in per_task.values() for s in v]
