@@ -27,7 +27,9 @@ default the embedded one, instead of the oracle), with std (each feature standar
 images), unit (each token scaled to norm 1), pos (the oracle's row + column code appended), probe
 (each token replaced by the class probabilities of a linear per-cell colour / shape classifier
 fitted on 2,000 images); mix (the oracle through a fixed random 256-wide map: the same information,
-dense; with small, scaled to norm ~1.7)] [heads,
+dense; with small, scaled to norm ~1.7); hidden (with real: the projector's hidden layer, what
+its trainable second layer reads), with units (only its word units, `vrm train vision word_units=true`)
+and sigmoid (a sigmoid in place of its GELU)] [heads,
 default 4] [hidden size, default 256; the MLP is 3x wider].
 Prints held-out answer-token accuracy (200 questions) every 100 steps.
 """
@@ -48,7 +50,8 @@ lm = LlamaForCausalLM(cfg)
 C, S = list(COLOURS), list(SHAPES)
 feat_dim = 1 + len(C) + len(S) + (16 if "cellcode" in MODE else 8)
 if "real" in MODE:  # the embedded model's own image tokens (frozen tower + projector) instead of the oracle
-    feat_dim = (1 + len(C) + 1 + len(S) if "probe" in MODE else vlm.config.text_config.hidden_size) + (8 if "pos" in MODE.split(",") else 0)
+    feat_dim = (1 + len(C) + 1 + len(S) if "probe" in MODE else len(vlm.config.word_units) if "units" in MODE
+                else vlm.config.text_config.hidden_size) + (8 if "pos" in MODE.split(",") else 0)
 MIX = torch.randn(feat_dim, 256, generator=torch.Generator().manual_seed(1)) / (16 if "small" in MODE else 1) if "mix" in MODE else None
 proj = nn.Linear(256 if "mix" in MODE else feat_dim, HIDDEN)
 STATS = None  # (mean, std) of each image-token feature, for mode std
@@ -68,10 +71,12 @@ def image_tokens(image):
         if "hidden" in MODE:  # the projector's hidden layer (what its trainable second layer reads)
             projector = vlm.model.multi_modal_projector
             captured = {}
-            hook = projector.act.register_forward_hook(lambda m, i, o: captured.setdefault("h", o))
+            hook = projector.act.register_forward_hook(  # sigmoid: the pre-activation through a sigmoid instead
+                lambda m, i, o: captured.setdefault("h", torch.sigmoid(i[0]) if "sigmoid" in MODE else o))
             vlm.model.get_image_features(pixel_values=px)
             hook.remove()
-            return captured["h"].reshape(16, -1)
+            h = captured["h"].reshape(16, -1)
+            return h[:, :len(vlm.config.word_units)] if "units" in MODE else h  # units: only the word detectors
         out = vlm.model.get_image_features(pixel_values=px)
         out = out if torch.is_tensor(out) else out.pooler_output
         return (torch.cat(list(out)) if isinstance(out, (list, tuple)) else out).reshape(16, -1)

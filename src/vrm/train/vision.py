@@ -14,6 +14,10 @@ centre lies in its patch, or, with none, the image placeholder token (a word no 
 pooled loss alone teaches the tower *what* is in the image; measured, the LM could not learn the
 binding families (count by colour, exists) on top of those tokens although a linear probe reads
 each cell from its token at 100%, while on one-hot per-cell features it learns them (README).
+``word_units`` instead trains the projector's first hidden units (before its activation) as
+per-token detectors of those words, sigmoid cross-entropy, and starts the projector's second layer
+so that unit j writes word j's embedding: near-categorical tokens, which the LM binds on more
+readily (README; not yet in the recipe).
 
 No new weights: the image features go through the LLaVA projector, are mean-pooled over the image
 tokens, and are scored against the LM's (frozen, tied) token embeddings by cosine similarity
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from vrm import VrmError
+from vrm.tasks import get_task
 from vrm.tasks.base import object_words
 from vrm.train.data import IGNORE
 from vrm.train.loop import Stage, TrainConfig, train
@@ -51,6 +56,7 @@ class VisionConfig(TrainConfig):
     logit_scale: float = 10.0  # cosine similarities x this are the token logits
     targets: str = "tied"  # tied: the LM's token embeddings; random: a fixed random table (not word-like)
     dense: float = 0.0  # weight of the per-token loss (each token names its patch's objects); 0 = off
+    word_units: bool = False  # the dense loss trains the projector's first hidden units as word detectors
     out_dir: str = "runs/vision"
 
     def __post_init__(self) -> None:
@@ -59,6 +65,8 @@ class VisionConfig(TrainConfig):
             raise VrmError(f"vision targets must be one of {TARGETS}, got {self.targets!r}")
         if self.dense < 0:
             raise VrmError(f"vision dense must be >= 0 (a loss weight), got {self.dense}")
+        if self.word_units and not self.dense:
+            raise VrmError("vision word_units trains through the dense loss: set dense > 0 too")
 
 
 def caption_targets(labels: torch.Tensor, vocab: int, ignore: set[int]) -> torch.Tensor:
@@ -104,9 +112,42 @@ def cell_targets(xy: torch.Tensor, ids: torch.Tensor, grid: int, vocab: int, emp
     return hot / hot.sum(-1, keepdim=True), located
 
 
-def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """(B, N, H): each image's projected tokens, as the LM receives them."""
-    return torch.stack(list(model.model.get_image_features(pixel_values=pixel_values).pooler_output))
+def image_features(model, pixel_values: torch.Tensor, with_hidden: bool = False):
+    """(B, N, H): each image's projected tokens, as the LM receives them; with ``with_hidden``
+    also (B, N, P) the projector's hidden layer before its activation."""
+    projector = model.model.multi_modal_projector
+    hidden = []
+    hook = projector.linear_1.register_forward_hook(lambda m, i, o: hidden.append(o)) if with_hidden else None
+    try:
+        features = torch.stack(list(model.model.get_image_features(pixel_values=pixel_values).pooler_output))
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not with_hidden:
+        return features
+    return features, hidden[0].reshape(*features.shape[:2], -1)
+
+
+def word_unit_ids(tasks, tokenizer, empty: int, samples: int = 200) -> list[int]:
+    """The token ids of every word the tasks' located objects are named by (seen in the first
+    ``samples`` samples of each), sorted, then ``empty``: what the projector's word units detect."""
+    words: set[int] = set()
+    for task in tasks:
+        for seed in range(samples):
+            for _, _, text in object_words(task, task.sample(seed)) or []:
+                words.update(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+    return sorted(words) + [empty]
+
+
+def init_word_units(model, units: list[int]) -> None:
+    """Start the projector's second layer so that hidden unit j writes word ``units[j]``'s
+    embedding: a firing detector then hands the LM that word, like a text token."""
+    projector = model.model.multi_modal_projector
+    if len(units) > projector.linear_1.out_features:
+        raise VrmError(f"{len(units)} word units do not fit the projector's {projector.linear_1.out_features} hidden units")
+    with torch.no_grad():
+        projector.linear_2.weight[:, :len(units)] = model.get_input_embeddings().weight[units].T
+    model.config.word_units = list(units)  # saved with the checkpoint: which units are which words
 
 
 def word_logits(features: torch.Tensor, table: torch.Tensor, scale: float) -> torch.Tensor:
@@ -142,6 +183,9 @@ class VisionStage(Stage):
         if model.config.model_type != "llava":
             raise VrmError(f"the vision stage trains a LLaVA-layout tower (a from-scratch tiny model), "
                            f"not a {model.config.model_type!r} model: start align/sft from it directly")
+        if self.cfg.word_units:
+            tasks = [get_task(name, **self.cfg.task_params.get(name, {})) for name in self.cfg.tasks]
+            init_word_units(model, word_unit_ids(tasks, processor.tokenizer, model.config.image_token_id))
         return model, processor
 
     def scoring(self, model) -> torch.Tensor:
@@ -162,7 +206,7 @@ class VisionStage(Stage):
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         unwrapped = getattr(model, "module", model)
         table = self.scoring(unwrapped)
-        features = image_features(unwrapped, batch["pixel_values"])
+        features, hidden = image_features(unwrapped, batch["pixel_values"], with_hidden=True)
         logits = word_logits(features.mean(1), table, self.cfg.logit_scale)
         target = caption_targets(batch["labels"].cpu(), logits.shape[1], self.ignore).to(logits.device)
         loss = -(target * logits.log_softmax(-1)).sum(-1).mean()
@@ -172,8 +216,14 @@ class VisionStage(Stage):
         cells, located = cell_targets(batch["object_xy"].cpu(), batch["object_ids"].cpu(), grid, logits.shape[1], self.empty)
         if not located.any():
             return loss, {"dense": 0.0}
-        cell_logits = word_logits(features[located.to(features.device)], table, self.cfg.logit_scale)
-        dense = -(cells[located].to(cell_logits.device) * cell_logits.log_softmax(-1)).sum(-1).mean()
+        located = located.to(features.device)
+        if self.cfg.word_units:  # each unit: does its word name an object in this patch (or, last, none)?
+            units = torch.tensor(unwrapped.config.word_units)
+            wanted = (cells[located.cpu()][..., units] > 0).float().to(hidden.device)
+            dense = F.binary_cross_entropy_with_logits(hidden[located][..., :len(units)], wanted)
+        else:
+            cell_logits = word_logits(features[located], table, self.cfg.logit_scale)
+            dense = -(cells[located.cpu()].to(cell_logits.device) * cell_logits.log_softmax(-1)).sum(-1).mean()
         return loss + self.cfg.dense * dense, {"dense": dense.item()}
 
     @torch.no_grad()
