@@ -38,7 +38,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from vrm.model import load_model
 from vrm.tasks.shapes import ShapesTask, SHAPES, COLOURS
 random.seed(0); torch.manual_seed(0); torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 1)
-MODE = sys.argv[6] if len(sys.argv) > 6 else ""
+MODE = set(sys.argv[6].split(",")) if len(sys.argv) > 6 else set()  # whole words: "units" is not "unit"
 HEADS = int(sys.argv[7]) if len(sys.argv) > 7 else 4
 HIDDEN = int(sys.argv[8]) if len(sys.argv) > 8 else 256
 fams = sys.argv[1].split(","); lr = float(sys.argv[2]); layers = int(sys.argv[3]); steps = int(sys.argv[4])
@@ -51,7 +51,7 @@ C, S = list(COLOURS), list(SHAPES)
 feat_dim = 1 + len(C) + len(S) + (16 if "cellcode" in MODE else 8)
 if "real" in MODE:  # the embedded model's own image tokens (frozen tower + projector) instead of the oracle
     feat_dim = (1 + len(C) + 1 + len(S) if "probe" in MODE else len(vlm.config.word_units) if "units" in MODE
-                else vlm.config.text_config.hidden_size) + (8 if "pos" in MODE.split(",") else 0)
+                else vlm.config.text_config.hidden_size) + (8 if "pos" in MODE else 0)
 MIX = torch.randn(feat_dim, 256, generator=torch.Generator().manual_seed(1)) / (16 if "small" in MODE else 1) if "mix" in MODE else None
 proj = nn.Linear(256 if "mix" in MODE else feat_dim, HIDDEN)
 STATS = None  # (mean, std) of each image-token feature, for mode std
@@ -64,7 +64,7 @@ def seen(image):
     f = (f - STATS[0]) / STATS[1] if "std" in MODE else f
     f = f / f.norm(dim=-1, keepdim=True) if "unit" in MODE else f
     f = torch.cat([PROBE[0](f).softmax(-1), PROBE[1](f).softmax(-1)], 1).detach() if "probe" in MODE else f
-    return torch.cat([f, ROWCOL], 1) if "pos" in MODE.split(",") else f
+    return torch.cat([f, ROWCOL], 1) if "pos" in MODE else f
 def image_tokens(image):
     with torch.no_grad():
         px = proc.image_processor([image], return_tensors="pt")["pixel_values"]
