@@ -173,3 +173,42 @@ def test_word_units_start_as_the_words_they_detect():
 def test_word_units_need_the_dense_loss():
     with pytest.raises(VrmError, match="dense"):
         load_config(VisionConfig, None, None, ["word_units=true"])
+
+
+def test_word_units_only_holds_the_free_units_at_zero_through_training_and_reload(tmp_path):
+    from vrm.model import load_model
+    from vrm.model.build import TinyVLMConfig, build_tiny_vlm
+    from vrm.tasks.shapes import ShapesTask
+    from vrm.train.vision import init_word_units, word_unit_ids
+
+    task = ShapesTask()
+    model, processor = build_tiny_vlm(TinyVLMConfig(vision_hidden=32, vision_heads=2, lm_hidden=32, lm_layers=1,
+                                                    lm_heads=2, lm_intermediate=64, vocab_size=400,
+                                                    projector_act="sigmoid"),
+                                      [task.caption(task.sample(i)) for i in range(50)])
+    units = word_unit_ids([task], processor.tokenizer, empty=model.config.image_token_id, samples=50)
+    init_word_units(model, units, only=True)
+    k = len(units)
+
+    def step(m):
+        projector = m.model.multi_modal_projector
+        before = projector.linear_1.weight[:k].clone()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1)
+        ids = torch.tensor([[m.config.image_token_id] * 16 + [5, 6]])
+        loss = m(input_ids=ids, pixel_values=torch.randn(1, 3, 64, 64), labels=ids).loss
+        loss.backward(), opt.step()
+        assert not torch.equal(projector.linear_1.weight[:k], before)  # the word units learn
+        assert projector.linear_1.weight[k:].abs().sum() == 0 and projector.linear_1.bias[k:].abs().sum() == 0
+        assert projector.linear_2.weight[:, k:].abs().sum() == 0  # the free units write nothing
+        assert m.model.multi_modal_projector.act.__class__.__name__.lower().startswith("sigmoid")
+
+    model.train(), step(model)
+    model.save_pretrained(tmp_path), processor.save_pretrained(tmp_path)
+    loaded, _ = load_model(tmp_path)  # a later stage: the mask comes back with the config
+    assert loaded.config.word_units_only and loaded.config.word_units == units
+    loaded.train(), step(loaded)
+
+
+def test_free_units_off_needs_word_units():
+    with pytest.raises(VrmError, match="word_units"):
+        load_config(VisionConfig, None, None, ["dense=1", "free_units=false"])

@@ -25,6 +25,7 @@ from vrm.model.tokenizer import IMAGE_TOKEN, train_tokenizer
 
 
 VISION_TOWERS = ("clip", "levit")
+PROJECTOR_ACTS = ("gelu", "sigmoid")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TinyVLMConfig:
     tokenizer_corpus: int = 3000  # samples per task whose text trains the tokenizer
     tokenizer_tasks: list[str] = field(default_factory=list)  # more tasks whose text it learns (not trained on)
     layout: str = "text_first"  # the chat template's order of question and image (see model.tokenizer.chat_template)
+    projector_act: str = "gelu"  # LLaVA's; sigmoid reads word units as probabilities (vrm.train.vision)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,12 +58,31 @@ class TinyVLMConfig:
             raise ValueError("hidden sizes must divide by their head counts")
         if self.vision_tower not in VISION_TOWERS:
             raise ValueError(f"vision_tower must be one of {VISION_TOWERS}, got {self.vision_tower!r}")
+        if self.projector_act not in PROJECTOR_ACTS:
+            raise ValueError(f"projector_act must be one of {PROJECTOR_ACTS}, got {self.projector_act!r}")
         if self.vision_tower == "levit" and self.patch_size != 16:
             raise ValueError("the levit tower's conv stem has stride 16: patch_size must be 16")
 
     @property
     def image_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+def hold_free_units_at_zero(model) -> None:
+    """With ``config.word_units_only``: the projector's hidden units past its word units are zeroed
+    and held there in every stage (their gradients are masked), so the LM reads only the detectors."""
+    k = len(model.config.word_units)
+    projector = model.model.multi_modal_projector
+    keep = torch.ones(projector.linear_1.out_features)
+    keep[k:] = 0
+    with torch.no_grad():
+        projector.linear_1.weight[k:] = 0
+        projector.linear_2.weight[:, k:] = 0
+        if projector.linear_1.bias is not None:
+            projector.linear_1.bias[k:] = 0
+            projector.linear_1.bias.register_hook(lambda g: g * keep)
+    projector.linear_1.weight.register_hook(lambda g: g * keep[:, None])
+    projector.linear_2.weight.register_hook(lambda g: g * keep)
 
 
 @torch.no_grad()
@@ -167,7 +188,7 @@ def build_tiny_vlm(cfg: TinyVLMConfig, corpus: Iterable[str]) -> tuple[LlavaForC
         text_config=text,
         image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=cfg.image_tokens,
-        projector_hidden_act="gelu",
+        projector_hidden_act=cfg.projector_act,
         vision_feature_select_strategy=strategy,
         vision_feature_layer=feature_layer,
         tie_word_embeddings=True,

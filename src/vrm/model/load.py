@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vrm import VrmError
+from vrm.model.build import hold_free_units_at_zero
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 
@@ -33,6 +34,8 @@ def load_model(path: str | Path | None = None, dtype: torch.dtype = torch.float3
         raise VrmError(f"cannot load model {path!r} as a {where}: {str(e).splitlines()[0]}") from None
     except (ValueError, KeyError, RuntimeError) as e:
         raise VrmError(f"{path}: incompatible checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if getattr(model.config, "word_units_only", False):
+        hold_free_units_at_zero(model)
     model.eval()
     return model, processor
 

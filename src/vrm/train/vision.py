@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from vrm import VrmError
+from vrm.model.build import hold_free_units_at_zero
 from vrm.tasks import get_task
 from vrm.tasks.base import object_words
 from vrm.train.data import IGNORE
@@ -57,6 +58,7 @@ class VisionConfig(TrainConfig):
     targets: str = "tied"  # tied: the LM's token embeddings; random: a fixed random table (not word-like)
     dense: float = 0.0  # weight of the per-token loss (each token names its patch's objects); 0 = off
     word_units: bool = False  # the dense loss trains the projector's first hidden units as word detectors
+    free_units: bool = True  # false: the projector's other hidden units are zeroed and held there (word units only)
     out_dir: str = "runs/vision"
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class VisionConfig(TrainConfig):
             raise VrmError(f"vision dense must be >= 0 (a loss weight), got {self.dense}")
         if self.word_units and not self.dense:
             raise VrmError("vision word_units trains through the dense loss: set dense > 0 too")
+        if not self.free_units and not self.word_units:
+            raise VrmError("vision free_units=false keeps only the word units: set word_units=true too")
 
 
 def caption_targets(labels: torch.Tensor, vocab: int, ignore: set[int]) -> torch.Tensor:
@@ -139,15 +143,19 @@ def word_unit_ids(tasks, tokenizer, empty: int, samples: int = 200) -> list[int]
     return sorted(words) + [empty]
 
 
-def init_word_units(model, units: list[int]) -> None:
+def init_word_units(model, units: list[int], only: bool = False) -> None:
     """Start the projector's second layer so that hidden unit j writes word ``units[j]``'s
-    embedding: a firing detector then hands the LM that word, like a text token."""
+    embedding: a firing detector then hands the LM that word, like a text token. ``only``: the
+    other hidden units are zeroed and held there from now on, in every stage (saved in the config)."""
     projector = model.model.multi_modal_projector
     if len(units) > projector.linear_1.out_features:
         raise VrmError(f"{len(units)} word units do not fit the projector's {projector.linear_1.out_features} hidden units")
     with torch.no_grad():
         projector.linear_2.weight[:, :len(units)] = model.get_input_embeddings().weight[units].T
     model.config.word_units = list(units)  # saved with the checkpoint: which units are which words
+    if only:
+        model.config.word_units_only = True
+        hold_free_units_at_zero(model)
 
 
 def word_logits(features: torch.Tensor, table: torch.Tensor, scale: float) -> torch.Tensor:
@@ -185,7 +193,8 @@ class VisionStage(Stage):
                            f"not a {model.config.model_type!r} model: start align/sft from it directly")
         if self.cfg.word_units:
             tasks = [get_task(name, **self.cfg.task_params.get(name, {})) for name in self.cfg.tasks]
-            init_word_units(model, word_unit_ids(tasks, processor.tokenizer, model.config.image_token_id))
+            init_word_units(model, word_unit_ids(tasks, processor.tokenizer, model.config.image_token_id),
+                            only=not self.cfg.free_units)
         return model, processor
 
     def scoring(self, model) -> torch.Tensor:
