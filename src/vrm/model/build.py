@@ -80,9 +80,9 @@ def hold_free_units_at_zero(model) -> None:
         projector.linear_2.weight[:, k:] = 0
         if projector.linear_1.bias is not None:
             projector.linear_1.bias[k:] = 0
-            projector.linear_1.bias.register_hook(lambda g: g * keep)
-    projector.linear_1.weight.register_hook(lambda g: g * keep[:, None])
-    projector.linear_2.weight.register_hook(lambda g: g * keep)
+            projector.linear_1.bias.register_hook(lambda g: g * keep.to(g.device))
+    projector.linear_1.weight.register_hook(lambda g: g * keep.to(g.device)[:, None])
+    projector.linear_2.weight.register_hook(lambda g: g * keep.to(g.device))
 
 
 @torch.no_grad()
