@@ -37,6 +37,7 @@ import os, sys, random, time, torch, torch.nn as nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from vrm.model import load_model
 from vrm.tasks.shapes import ShapesTask, SHAPES, COLOURS
+from vrm.train.vision import image_features
 random.seed(0); torch.manual_seed(0); torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 1)
 MODE = set(sys.argv[6].split(",")) if len(sys.argv) > 6 else set()  # whole words: "units" is not "unit"
 HEADS = int(sys.argv[7]) if len(sys.argv) > 7 else 4
@@ -69,13 +70,8 @@ def image_tokens(image):
     with torch.no_grad():
         px = proc.image_processor([image], return_tensors="pt")["pixel_values"]
         if "hidden" in MODE:  # the projector's hidden layer (what its trainable second layer reads)
-            projector = vlm.model.multi_modal_projector
-            captured = {}
-            hook = projector.act.register_forward_hook(  # sigmoid: the pre-activation through a sigmoid instead
-                lambda m, i, o: captured.setdefault("h", torch.sigmoid(i[0]) if "sigmoid" in MODE else o))
-            vlm.model.get_image_features(pixel_values=px)
-            hook.remove()
-            h = captured["h"].reshape(16, -1)
+            _, h = image_features(vlm, px, with_hidden=True)  # before the activation
+            h = (torch.sigmoid(h) if "sigmoid" in MODE else vlm.model.multi_modal_projector.act(h)).reshape(16, -1)
             return h[:, :len(vlm.config.word_units)] if "units" in MODE else h  # units: only the word detectors
         out = vlm.model.get_image_features(pixel_values=px)
         out = out if torch.is_tensor(out) else out.pooler_output

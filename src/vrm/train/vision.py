@@ -83,6 +83,11 @@ def caption_targets(labels: torch.Tensor, vocab: int, ignore: set[int]) -> torch
     return hot / hot.sum(1, keepdim=True).clamp(min=1.0)
 
 
+def object_word_ids(tokenizer, text: str) -> list[int]:
+    """An object's words as token ids, as they read inside a caption (after a space)."""
+    return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+
 def object_rows(tokenizer, task, sample) -> dict[str, torch.Tensor]:
     """A sample's located objects as fixed-size rows a batch can stack: ``object_xy`` (1, OBJ_MAX, 2)
     centres and ``object_ids`` (1, OBJ_MAX, WORDS_MAX) word token ids, -1 where there is none (all
@@ -90,7 +95,7 @@ def object_rows(tokenizer, task, sample) -> dict[str, torch.Tensor]:
     xy = torch.full((1, OBJ_MAX, 2), -1.0)
     ids = torch.full((1, OBJ_MAX, WORDS_MAX), -1, dtype=torch.long)
     for k, (x, y, words) in enumerate((object_words(task, sample) or [])[:OBJ_MAX]):
-        word_ids = tokenizer(" " + words, add_special_tokens=False)["input_ids"][:WORDS_MAX]
+        word_ids = object_word_ids(tokenizer, words)[:WORDS_MAX]
         xy[0, k] = torch.tensor([x, y])
         ids[0, k, :len(word_ids)] = torch.tensor(word_ids)
     return {"object_xy": xy, "object_ids": ids}
@@ -139,7 +144,7 @@ def word_unit_ids(tasks, tokenizer, empty: int, samples: int = 200) -> list[int]
     for task in tasks:
         for seed in range(samples):
             for _, _, text in object_words(task, task.sample(seed)) or []:
-                words.update(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+                words.update(object_word_ids(tokenizer, text))
     return sorted(words) + [empty]
 
 
@@ -215,7 +220,10 @@ class VisionStage(Stage):
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         unwrapped = getattr(model, "module", model)
         table = self.scoring(unwrapped)
-        features, hidden = image_features(unwrapped, batch["pixel_values"], with_hidden=True)
+        if self.cfg.word_units:
+            features, hidden = image_features(unwrapped, batch["pixel_values"], with_hidden=True)
+        else:
+            features = image_features(unwrapped, batch["pixel_values"])
         logits = word_logits(features.mean(1), table, self.cfg.logit_scale)
         target = caption_targets(batch["labels"].cpu(), logits.shape[1], self.ignore).to(logits.device)
         loss = -(target * logits.log_softmax(-1)).sum(-1).mean()
@@ -225,14 +233,14 @@ class VisionStage(Stage):
         cells, located = cell_targets(batch["object_xy"].cpu(), batch["object_ids"].cpu(), grid, logits.shape[1], self.empty)
         if not located.any():
             return loss, {"dense": 0.0}
-        located = located.to(features.device)
+        cells, on_device = cells[located].to(features.device), located.to(features.device)
         if self.cfg.word_units:  # each unit: does its word name an object in this patch (or, last, none)?
-            units = torch.tensor(unwrapped.config.word_units)
-            wanted = (cells[located.cpu()][..., units] > 0).float().to(hidden.device)
-            dense = F.binary_cross_entropy_with_logits(hidden[located][..., :len(units)], wanted)
+            units = unwrapped.config.word_units
+            wanted = (cells[..., units] > 0).float()
+            dense = F.binary_cross_entropy_with_logits(hidden[on_device][..., :len(units)], wanted)
         else:
-            cell_logits = word_logits(features[located], table, self.cfg.logit_scale)
-            dense = -(cells[located.cpu()].to(cell_logits.device) * cell_logits.log_softmax(-1)).sum(-1).mean()
+            cell_logits = word_logits(features[on_device], table, self.cfg.logit_scale)
+            dense = -(cells * cell_logits.log_softmax(-1)).sum(-1).mean()
         return loss + self.cfg.dense * dense, {"dense": dense.item()}
 
     @torch.no_grad()
