@@ -64,11 +64,11 @@ from vrm.formats import get_format
 from vrm.model.build import TinyVLMConfig
 from vrm.model.load import DEFAULT_MODEL_DIR, save_model
 from vrm.rewards import check_weights, combined, format_reward
-from vrm.tasks import eval_samples, get_task
+from vrm.tasks import eval_samples
 from vrm.train import end_distributed
 from vrm.train.data import step_samples
 from vrm.train.grpo_loss import group_advantages, policy_loss
-from vrm.train.loop import add_lora, check_model_fields, base_model, checkpoints, log, save_checkpoint, set_trainable, truncate_log
+from vrm.train.loop import add_lora, check_model_fields, base_model, config_tasks, checkpoints, log, save_checkpoint, set_trainable, truncate_log
 from vrm.train.rollout import (Policy, encode_prompts, get_backend, rollout, rollout_metrics, rollout_seed,
                                sharing_error)
 
@@ -172,7 +172,7 @@ def train(cfg: GRPOConfig) -> Path:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
-    tasks = [get_task(name, **cfg.task_params.get(name, {})) for name in cfg.tasks]
+    tasks = config_tasks(cfg)
     task_weights = list(cfg.tasks.values())
     fmt = get_format(cfg.format)
     source = str(DEFAULT_MODEL_DIR) if cfg.model == "embedded" else cfg.model
@@ -208,7 +208,7 @@ def train(cfg: GRPOConfig) -> Path:
         (out / "log.jsonl").unlink(missing_ok=True)
     unwrapped = accelerator.unwrap_model(policy)
     backend.sync(unwrapped.model)
-    eval_tasks = [get_task(name, **{**cfg.task_params.get(name, {}), "split": "test"}) for name in cfg.tasks]
+    eval_tasks = config_tasks(cfg, split="test")
 
     def run_eval() -> dict:
         """Held-out accuracy in the format, and the share of outputs in its exact layout."""

@@ -135,6 +135,12 @@ def add_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lora)
 
 
+def config_tasks(cfg, **override) -> list:
+    """The tasks ``cfg.tasks`` names, each built with its ``cfg.task_params`` (and ``override``,
+    e.g. ``split="test"`` for evaluation)."""
+    return [get_task(name, **{**cfg.task_params.get(name, {}), **override}) for name in cfg.tasks]
+
+
 def corpus(tasks, n: int = 3000) -> list[str]:
     """Text to train the tiny tokenizer on: every format's text for ``n`` samples of each task
     (questions, answers, captions, reasoning, the step lines of visual thoughts)."""
@@ -248,7 +254,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
-    tasks = [get_task(name, **cfg.task_params.get(name, {})) for name in cfg.tasks]
+    tasks = config_tasks(cfg)
     weights = list(cfg.tasks.values())
     model, processor = base_model(cfg, tasks, out, main, stage)
     accelerator.wait_for_everyone()
@@ -274,7 +280,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     elif main:
         (out / "log.jsonl").unlink(missing_ok=True)
 
-    eval_tasks = [get_task(name, **{**cfg.task_params.get(name, {}), "split": "test"}) for name in cfg.tasks]
+    eval_tasks = config_tasks(cfg, split="test")
     pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id

@@ -39,10 +39,9 @@ import torch.nn.functional as F
 
 from vrm import VrmError
 from vrm.model.build import hold_free_units_at_zero
-from vrm.tasks import get_task
 from vrm.tasks.base import object_words
 from vrm.train.data import IGNORE
-from vrm.train.loop import Stage, TrainConfig, train
+from vrm.train.loop import Stage, TrainConfig, config_tasks, train
 
 TARGETS = ("tied", "random")  # what the image features are scored against (see target_table)
 OBJ_MAX, WORDS_MAX = 16, 8  # located objects per image, words per object (dense loss)
@@ -197,8 +196,7 @@ class VisionStage(Stage):
             raise VrmError(f"the vision stage trains a LLaVA-layout tower (a from-scratch tiny model), "
                            f"not a {model.config.model_type!r} model: start align/sft from it directly")
         if self.cfg.word_units:
-            tasks = [get_task(name, **self.cfg.task_params.get(name, {})) for name in self.cfg.tasks]
-            init_word_units(model, word_unit_ids(tasks, processor.tokenizer, model.config.image_token_id),
+            init_word_units(model, word_unit_ids(config_tasks(self.cfg), processor.tokenizer, model.config.image_token_id),
                             only=not self.cfg.free_units)
         return model, processor
 

@@ -33,8 +33,8 @@ from vrm import VrmError
 from vrm.eval.cells import cells_right, grid_size
 from vrm.files import write_atomic
 from vrm.model.vq import ImageTokenizer, ImageTokenizerConfig
-from vrm.tasks import TEST_SEED_BASE, Task, eval_samples, get_task
-from vrm.train.loop import checkpoints, log, save_checkpoint, truncate_log
+from vrm.tasks import TEST_SEED_BASE, Task, eval_samples
+from vrm.train.loop import checkpoints, config_tasks, log, save_checkpoint, truncate_log
 
 RESTART_UNTIL = 0.8  # fraction of the steps after which dead codes are left alone
 MIN_MISFIT = 0.01  # cosine distance from the nearest code below which a latent counts as served
@@ -170,7 +170,7 @@ def run(cfg: VQConfig) -> Path:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
-    tasks, weights = [get_task(name, **cfg.task_params.get(name, {})) for name in cfg.tasks], list(cfg.tasks.values())
+    tasks, weights = config_tasks(cfg), list(cfg.tasks.values())
     torch.manual_seed(cfg.seed)
     model = ImageTokenizer(cfg.tokenizer_config()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
