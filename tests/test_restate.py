@@ -1,18 +1,14 @@
 """benchmarks/restate.py: reading back the filter a structured answer restates."""
 
 import doctest
-import importlib.util
-from pathlib import Path
 
 import pytest
+from bench_loader import load_benchmark
 
 from vrm.formats import get_format
 from vrm.tasks.shapes import ShapesTask
 
-PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "restate.py"
-spec = importlib.util.spec_from_file_location("restate", PATH)
-restate = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(restate)
+restate = load_benchmark("restate")
 
 
 def test_doctests():
