@@ -33,7 +33,8 @@ def test_shapes_explanation_by_hand():
     assert target == ("<SUMMARY>I will find the red shapes and count them.</SUMMARY>"
                       "<CAPTION>3 shapes: a red circle in row 1, column 2; a red square in row 3, column 1; "
                       "a blue circle in row 4, column 4.</CAPTION>"
-                      "<REASONING>The red shapes: row 1, column 2; row 3, column 1. That is 2.</REASONING>"
+                      "<REASONING>Checking each shape for red shapes: row 1, column 2 red, yes, 1; "
+                      "row 3, column 1 red, yes, 2; row 4, column 4 blue, no. That is 2.</REASONING>"
                       "<CONCLUSION>2</CONCLUSION>")
 
 

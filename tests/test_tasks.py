@@ -82,6 +82,21 @@ def test_unknown_task_and_params_are_clear_errors():
         get_task("shapes", max_objects=99)
 
 
+def test_easyvqa_yes_no_answers_agree_with_the_shape_and_colour_questions():
+    """What a yes/no answer reveals ("is there not a red shape? no": red) is what the image's
+    colour and shape questions say, wherever both exist, over the whole test split."""
+    from vrm.tasks.easyvqa import asked_word, family_of, yes_no_hit
+
+    task = get_task("easyvqa", split="test")
+    named = {(i, family_of(q, a)): a for q, a, i in task._rows if family_of(q, a) != "yes_no"}
+    shown = [(i, w) for q, a, i in task._rows if (w := yes_no_hit(q, a))]
+    checked = [(i, w) for i, w in shown if (i, "shape" if w in ("circle", "rectangle", "triangle") else "colour") in named]
+    assert len(checked) == 976
+    assert all(w in (named.get((i, "shape")), named.get((i, "colour"))) for i, w in checked)
+    assert asked_word("Is there not a teal shape in the image?") == ("teal", True)
+    assert yes_no_hit("Is there not a teal shape?", "no") == "teal" and yes_no_hit("Is there a circle?", "no") is None
+
+
 def test_easyvqa_splits_match_the_package():
     train, test = get_task("easyvqa", split="train"), get_task("easyvqa", split="test")
     assert (len(train), len(test)) == (38575, 9673)
@@ -89,7 +104,8 @@ def test_easyvqa_splits_match_the_package():
     assert s.image.size == (64, 64) and s.answer and s.question[0].isupper()
     assert s.family in ("shape", "colour", "yes_no")
     shapes = test.labelled_images("shape")
-    assert len(shapes) == 763 and {v for _, v in shapes} == {"circle", "rectangle", "triangle"}
+    # 763 images named by a shape question, 112 more by a yes/no answer ("is there a circle? yes")
+    assert len(shapes) == 875 and {v for _, v in shapes} == {"circle", "rectangle", "triangle"}
     first = next(test.get(i) for i in range(len(test)) if test.get(i).family == "shape")
     assert (test._paths[first.trace["image_id"]], first.answer) in shapes  # the label its question gives
     with pytest.raises(VrmError, match="split"):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from vrm import VrmError
 from vrm.config import load_config, parse_overrides
+from vrm.formats import answer_format
 from vrm.model import load_model
 from vrm.tasks import get_task
 from vrm.train.data import IGNORE, collate, encode, step_samples
@@ -103,12 +104,14 @@ def test_config_overrides_and_errors(tmp_path):
         tiny_cfg(tmp_path, "trainable=[eyes]")
     with pytest.raises(VrmError, match="unknown format"):
         tiny_cfg(tmp_path, "formats={poetry: 1}")
+    with pytest.raises(VrmError, match="unknown format"):
+        tiny_cfg(tmp_path, "answer_format=poetry")
     assert parse_overrides(["a.b.c=1.5"]) == {"a": {"b": {"c": 1.5}}}
 
 
 def test_training_learns_and_freezes(tmp_path):
     cfg = tiny_cfg(tmp_path, "steps=30", "lr=3e-3", "warmup_steps=5", "eval_every=100", "save_every=100",
-                   "trainable=[projector, lm]", "task_params={shapes: {families: [exists]}}")
+                   "trainable=[projector, lm]", "task_params={shapes: {families: [exists]}}", "answer_format=think")
     final = train(cfg)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == list(range(1, 31))
@@ -121,6 +124,7 @@ def test_training_learns_and_freezes(tmp_path):
     assert any(not torch.equal(base[k], done[k]) for k in lm)
     model, _ = load_model(final)
     assert model.config.model_type == "llava"
+    assert answer_format(model) == "think"  # recorded: `vrm ask/eval/demo` answer in it when no --format is given
 
 
 def test_levit_tower_trains_at_batch_one_and_reloads_as_a_hf_checkpoint(tmp_path):

@@ -25,6 +25,7 @@ def cmd_demo(args) -> None:
     from vrm.config import parse_overrides
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate, format_table
+    from vrm.formats import answer_format
     from vrm.model import load_model
     from vrm.tasks import TASKS, eval_samples, get_task
 
@@ -37,22 +38,25 @@ def cmd_demo(args) -> None:
         for s in eval_samples(task, n=args.n, seed=args.seed):
             pairs.append((task, s))
             images[s.id] = s.image
-    summary, records = evaluate(model, processor, pairs, "direct", progress=not args.quiet, total=len(pairs))
+    summary, records = evaluate(model, processor, pairs, answer_format(model), progress=not args.quiet, total=len(pairs))
     print(format_table(summary, f"vrm demo: {args.model or 'embedded model'}, {args.n} held-out questions per task"))
     report = write_report(Path(args.out) / "report.html", summary, records, images, "vrm demo")
     print(f"report: {report}  ({time.time() - t0:.1f}s)")
 
 
 def cmd_ask(args) -> None:
-    from vrm.formats import get_format, question_prompt
+    from vrm.formats import answer_format, get_format, question_prompt
     from vrm.images import load_image
     from vrm.infer.generate import generate
     from vrm.model import load_model
 
     _threads()
     image = load_image(args.image)
-    fmt = get_format(args.format)
+    if args.format:
+        get_format(args.format)  # a bad name fails before the model loads
     model, processor = load_model(args.model)
+    args.format = args.format or answer_format(model)
+    fmt = get_format(args.format)
     thoughts = []
     if fmt.name == "visual":
         from vrm.infer.interleaved import generate_visual
@@ -85,6 +89,7 @@ def cmd_eval(args) -> None:
     from vrm.eval.run import evaluate, format_table
     from vrm.eval.visual import visual_table
     from vrm.files import write_atomic
+    from vrm.formats import answer_format, get_format
     from vrm.infer.scorers import get_scorer
     from vrm.infer.search import get_strategy
     from vrm.model import load_model
@@ -92,6 +97,8 @@ def cmd_eval(args) -> None:
 
     _threads()
     get_strategy(args.search), get_scorer(args.scorer)  # a bad name fails before the model loads
+    if args.format:
+        get_format(args.format)
     if bool(args.task) == bool(args.data):
         raise VrmError("give exactly one of --task NAME or --data FILE.jsonl")
     if args.data and args.params:
@@ -102,6 +109,7 @@ def cmd_eval(args) -> None:
         samples = list(samples)  # the report needs the images again
     total = count_samples(task, args.n)
     model, processor = load_model(args.model)
+    args.format = args.format or answer_format(model)
     image_tokenizer, thoughts = None, {}
     if args.format == "visual":
         from vrm.model.image_codes import load_checkpoint_image_tokenizer
@@ -209,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("question")
     a.add_argument("--image", required=True)
     a.add_argument("--model")
-    a.add_argument("--format", default="direct")
+    a.add_argument("--format", help="direct, think, stages, caption, visual (default: the model's own, "
+                                    "config.answer_format, else direct)")
     a.add_argument("--show-reasoning", action="store_true",
                    help="print every stage; the visual format also saves its visual thoughts as PNGs")
     a.add_argument("--thoughts", default="out/ask", help="folder for the visual thoughts (--show-reasoning)")
@@ -223,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, help="number of questions (default: 1000, or the whole dataset)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--model")
-    e.add_argument("--format", default="direct")
+    e.add_argument("--format", help="default: the model's own (config.answer_format), else direct")
     e.add_argument("--search", default="greedy",
                    help="greedy, sample[:T], best_of:N, sentence_beam:N or stage_beam:N (needs --format stages)")
     e.add_argument("--scorer", default="likelihood",

@@ -26,10 +26,16 @@ def question_prompt(name: str, question: str) -> str:
     return get_format(name).prompt(Sample("question", None, question, "", "question"))
 
 
+def answer_format(model) -> str:
+    """The format a model answers in when none is asked: the one its training recorded
+    (``config.answer_format``, e.g. ``think`` for the embedded model), else ``direct``."""
+    return getattr(model.config, "answer_format", None) or "direct"
+
+
 def get_format(name: str):
     if name not in FORMATS:
         raise VrmError(f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}")
     return FORMATS[name]
 
 
-__all__ = ["FORMATS", "Parsed", "get_format", "question_prompt"]
+__all__ = ["FORMATS", "Parsed", "answer_format", "get_format", "question_prompt"]

@@ -27,6 +27,14 @@ def stop_ids(model, processor) -> list[int]:
     return ids
 
 
+def placeholder_ids(model) -> list[int]:
+    """Token ids that stand for image (or video) features in a prompt. A completion must never
+    hold one: the next forward pass over it would look for features that are not there."""
+    cfg = model.config
+    ids = {getattr(cfg, k, None) for k in ("image_token_index", "image_token_id", "video_token_id")}
+    return sorted(i for i in ids if isinstance(i, int))
+
+
 @dataclass
 class Completion:
     """One generated completion: its text, how many tokens it took, and why it ended."""
@@ -69,6 +77,7 @@ def generate_completions(
     inputs = inputs.to(model.device)
     stops = stop_ids(model, processor)
     pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    generate_kwargs.setdefault("suppress_tokens", placeholder_ids(model))
     out = model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,

@@ -22,7 +22,7 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from vrm.formats import FORMATS, get_format
+from vrm.formats import FORMATS, answer_format, get_format
 from vrm.infer.generate import Completion
 from vrm.serve.engine import Engine, Refused
 from vrm.serve.request import ChatRequest, parse_chat
@@ -108,7 +108,7 @@ def create_app(engine: Engine) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_body(request, limits.max_request_bytes, limits.timeout_s)
-        req = parse_chat(body, limits)
+        req = parse_chat(body, limits, answer_format(engine.model))
         deadline = engine.deadline()
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.name}
         if req.stream:

@@ -82,11 +82,12 @@ def _flag(data: dict, key: str) -> bool:
     return value
 
 
-def parse_chat(body: bytes, limits: Limits) -> ChatRequest:
+def parse_chat(body: bytes, limits: Limits, default_format: str = "direct") -> ChatRequest:
     """Validate a ``POST /v1/chat/completions`` body.
 
     One image (in any user message) and the text of the last user message make the question.
-    vrm's extensions: ``format`` (a registered format), ``search`` and ``show_reasoning``.
+    vrm's extensions: ``format`` (a registered format; ``default_format``, the model's own, when
+    absent), ``search`` and ``show_reasoning``.
 
     >>> parse_chat(b'{"messages": []}', Limits())
     Traceback (most recent call last):
@@ -126,7 +127,7 @@ def parse_chat(body: bytes, limits: Limits) -> ChatRequest:
         raise _bad(f"one image per request, got {len(images)}")
     if not question:
         raise _bad("no question: the last user message needs a text part")
-    fmt = data.get("format", "direct")
+    fmt = data.get("format", default_format)
     try:
         get_format(fmt if isinstance(fmt, str) else "")
     except VrmError as e:

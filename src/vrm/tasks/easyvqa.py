@@ -13,6 +13,25 @@ from vrm.images import load_image
 from vrm.tasks.base import Explanation, Sample
 
 SHAPES = ("circle", "rectangle", "triangle")
+COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+
+
+def asked_word(question: str) -> tuple[str | None, bool]:
+    """The one colour or shape word a yes/no question asks about and whether it says "not"/"no"
+    (None when there is not exactly one).
+
+    >>> asked_word("Is no red shape present?"), asked_word("does the image contain a circle")
+    (('red', True), ('circle', False))
+    """
+    words = question.lower().rstrip("?").split()
+    asked = [w for w in words if w in SHAPES or w in COLOURS]
+    return (asked[0] if len(asked) == 1 else None), ("not" in words or "no" in words)
+
+
+def yes_no_hit(question: str, answer: str) -> str | None:
+    """The word a yes/no question shows the image has (its answer says it is there), else None."""
+    word, negated = asked_word(question)
+    return word if word and (answer == "yes") != negated else None
 
 
 def family_of(question: str, answer: str) -> str:
@@ -48,6 +67,8 @@ class EasyVQATask:
             fam = family_of(text, answer)
             if fam != "yes_no":
                 self._truth[image_id][fam] = answer
+            elif (asked := yes_no_hit(text, answer)) is not None:  # "is there a red shape? yes" shows red
+                self._truth[image_id]["colour" if asked in COLOURS else "shape"] = asked
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -77,12 +98,27 @@ class EasyVQATask:
         return f"1 shape: a {shape or colour or 'coloured'} shape."
 
     def explain(self, sample: Sample) -> Explanation:
-        """One shape: name it, then read the answer off it."""
+        """One shape: name it, then read the answer off it. A yes/no question checks the one
+        word it asks about against the shape ("Red: yes."), then applies its "not", if any.
+
+        >>> t = EasyVQATask.__new__(EasyVQATask); t.name = "easyvqa"
+        >>> s = Sample("x", None, "Is there not a red shape?", "no", "easyvqa", "yes_no", None,
+        ...            {"shape": "circle", "colour": "red"})
+        >>> t.explain(s).steps
+        ['The image shows a red circle.', 'Red: yes.', 'The question asks for none, so the answer is no.']
+        """
         shape, colour = sample.trace.get("shape"), sample.trace.get("colour")
         seen = " ".join(w for w in (colour, shape) if w) or "coloured shape"
         if sample.family == "yes_no":
-            return Explanation("I will check the shape against the question.", self.caption(sample),
-                               [f"The image shows a {seen}."])
+            steps = [f"The image shows a {seen}."]
+            word, negated = asked_word(sample.question)
+            if word and (shape if word in SHAPES else colour):
+                hit = word in (colour, shape)
+                if ("yes" if hit != negated else "no") == sample.answer:
+                    steps.append(f"{word.capitalize()}: {'yes' if hit else 'no'}.")
+                    if negated:
+                        steps.append(f"The question asks for none, so the answer is {sample.answer}.")
+            return Explanation("I will check the shape against the question.", self.caption(sample), steps)
         attr = "colour" if sample.family == "colour" else "shape"
         return Explanation(f"I will name the {attr} of the shape.", self.caption(sample),
                            [f"The image shows a {seen}.", f"Its {attr} is {sample.answer}."])

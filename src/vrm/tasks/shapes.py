@@ -157,7 +157,12 @@ class ShapesTask:
                 for o in sample.trace["objects"]]
 
     def explain(self, sample: Sample) -> Explanation:
-        """Plan, the whole board, then the filter and its result.
+        """Plan, the whole board, then a check of every shape against the filter, then the result.
+
+        The check walks the caption's shapes in order and judges each one on its own ("row 1,
+        column 2 red, yes, 1"), keeping a running count: each step is local, where naming the
+        matching shapes in one step asks a small model to bind the filter to every object at
+        once, which it fails at (README).
 
         >>> t = ShapesTask(families=("count_colour",)); s = t.sample(3)
         >>> e = t.explain(s); e.summary, e.steps[-1].endswith(f"is {s.answer}.")
@@ -166,18 +171,26 @@ class ShapesTask:
         objects, program, family = sample.trace["objects"], sample.trace["program"], sample.family
         wanted = program["filter"]
         hits = [objects[i] for i in program["matches"]]
-        places = "; ".join(where(o) for o in hits)
         if family == "count_all":
             return Explanation("I will count every shape.", self.caption(sample), [f"That is {len(objects)}."])
-        if family in ("count_colour", "count_shape"):
-            what = f"{wanted['colour']} shapes" if "colour" in wanted else PLURAL[wanted["shape"]]
-            found = f"The {what}: {places}." if hits else f"There are no {what}."
-            return Explanation(f"I will find the {what} and count them.", self.caption(sample),
-                               [found, f"That is {len(hits)}."])
         if family in ("query_shape", "query_colour"):
             o, attr = hits[0], family.split("_")[1]
             return Explanation(f"I will look at {where(o)} and name its {attr}.", self.caption(sample),
                                [f"{where(o).capitalize()} holds a {o['colour']} {o['shape']}.", f"Its {attr} is {o[attr]}."])
-        thing = f"{wanted['colour']} {wanted['shape']}"
-        found = f"A {thing} is in {places}." if hits else f"No shape is a {thing}."
-        return Explanation(f"I will look for a {thing}.", self.caption(sample), [found])
+        attrs = [a for a in ("colour", "shape") if a in wanted]
+        if family == "exists":
+            target = f"a {wanted['colour']} {wanted['shape']}"
+            plan = f"I will look for {target}."
+            end = f"{target.capitalize()} is in {'; '.join(where(o) for o in hits)}." if hits else f"No shape is {target}."
+        else:
+            target = f"{wanted['colour']} shapes" if "colour" in wanted else PLURAL[wanted["shape"]]
+            plan, end = f"I will find the {target} and count them.", f"That is {len(hits)}."
+        checks, count = [], 0
+        for o in objects:
+            seen = f"{where(o)} {' '.join(o[a] for a in attrs)}"
+            if all(o[a] == wanted[a] for a in attrs):
+                count += 1
+                checks.append(f"{seen}, yes" if family == "exists" else f"{seen}, yes, {count}")
+            else:
+                checks.append(f"{seen}, no")
+        return Explanation(plan, self.caption(sample), [f"Checking each shape for {target}: {'; '.join(checks)}.", end])

@@ -43,6 +43,7 @@ class TrainConfig:
     task_params: dict[str, dict] = field(default_factory=dict)
     formats: dict[str, float] = field(default_factory=lambda: {"direct": 1.0})
     eval_format: str = "direct"
+    answer_format: str = ""  # recorded in the saved model: what `vrm ask/eval/demo/serve` use when no --format is given
     trainable: list[str] = field(default_factory=lambda: ["projector", "lm"])
     lora_r: int = 0  # > 0: LoRA adapters of this rank on the LM instead of full LM weights
     steps: int = 1000
@@ -67,7 +68,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_model_fields(self)
-        for name in self.formats:
+        for name in (*self.formats, self.eval_format, *([self.answer_format] if self.answer_format else [])):
             get_format(name)
         if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
             raise ValueError("steps, batch_size, grad_accum, save_every and eval_every must be >= 1")
@@ -341,6 +342,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         model_out = accelerator.unwrap_model(model)
         if cfg.lora_r:
             model_out = model_out.merge_and_unload()
+        if cfg.answer_format:
+            model_out.config.answer_format = cfg.answer_format
         stage.save(model_out, processor, final)
         print(f"trained {n_train / 1e6:.2f}M parameters for {cfg.steps} steps -> {final}")
     return final

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from vrm import VrmError
-from vrm.infer.generate import prompt_text, stop_ids
+from vrm.infer.generate import placeholder_ids, prompt_text, stop_ids
 
 PER_TOKEN = ("mm_token_type_ids", "token_type_ids")  # prompt inputs with one entry per token
 
@@ -170,7 +170,8 @@ class HFBackend:
         inputs = {k: v.to(model.device) for k, v in prompts.items()}
         width = inputs["input_ids"].shape[1]
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=None, top_k=None,
-                      eos_token_id=stops, pad_token_id=stops[0] if pad is None else pad)
+                      eos_token_id=stops, pad_token_id=stops[0] if pad is None else pad,
+                      suppress_tokens=placeholder_ids(model))
         was_training = model.training
         model.eval()
         try:
