@@ -30,12 +30,26 @@ def test_shapes_explanation_by_hand():
     sample = Sample("x", task.render(objects), "How many red shapes are there?", "2", "shapes", "count_colour",
                     trace={"objects": objects, "program": {"filter": {"colour": "red"}, "matches": [0, 1]}})
     target = get_format("stages").target(sample, task)
+    caption = ("3 shapes: a red circle in row 1, column 2; a red square in row 3, column 1; "
+               "a blue circle in row 4, column 4.")
     assert target == ("<SUMMARY>I will find the red shapes and count them.</SUMMARY>"
-                      "<CAPTION>3 shapes: a red circle in row 1, column 2; a red square in row 3, column 1; "
-                      "a blue circle in row 4, column 4.</CAPTION>"
-                      "<REASONING>Checking each shape for red shapes: row 1, column 2 red, yes, 1; "
-                      "row 3, column 1 red, yes, 2; row 4, column 4 blue, no. That is 2.</REASONING>"
+                      f"<CAPTION>{caption}</CAPTION>"
+                      "<REASONING>The red shapes: row 1, column 2; row 3, column 1. That is 2.</REASONING>"
                       "<CONCLUSION>2</CONCLUSION>")
+    assert get_format("think").target(sample, task).startswith(f"<think>{caption} The red shapes")
+    # reasoning=checks: each shape checked in turn with a running count; think opens with the plan
+    checks = ShapesTask(reasoning="checks")
+    assert get_format("think").target(sample, checks) == (
+        f"<think>I will find the red shapes and count them. {caption} Checking each shape for red shapes: "
+        "row 1, column 2 red, yes, 1; row 3, column 1 red, yes, 2; row 4, column 4 blue, no. That is 2.</think>"
+        "<answer>2</answer>")
+    sample.question, sample.family, sample.answer = "Is there a blue square?", "exists", "no"
+    sample.trace["program"] = {"filter": {"colour": "blue", "shape": "square"}, "matches": []}
+    assert checks.explain(sample).steps == [
+        "Checking each shape for a blue square: row 1, column 2 red circle, no; row 3, column 1 red square, no; "
+        "row 4, column 4 blue circle, no.", "No shape is a blue square."]
+    with pytest.raises(ValueError, match="reasoning"):
+        ShapesTask(reasoning="vibes")
 
 
 def test_clevr_reasoning_walks_every_program_step():

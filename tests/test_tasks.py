@@ -104,8 +104,9 @@ def test_easyvqa_splits_match_the_package():
     assert s.image.size == (64, 64) and s.answer and s.question[0].isupper()
     assert s.family in ("shape", "colour", "yes_no")
     shapes = test.labelled_images("shape")
-    # 763 images named by a shape question, 112 more by a yes/no answer ("is there a circle? yes")
-    assert len(shapes) == 875 and {v for _, v in shapes} == {"circle", "rectangle", "triangle"}
+    assert len(shapes) == 763 and {v for _, v in shapes} == {"circle", "rectangle", "triangle"}
+    # with reasoning=checks, 112 more images are named by a yes/no answer ("is there a circle? yes")
+    assert len(get_task("easyvqa", split="test", reasoning="checks").labelled_images("shape")) == 875
     first = next(test.get(i) for i in range(len(test)) if test.get(i).family == "shape")
     assert (test._paths[first.trace["image_id"]], first.answer) in shapes  # the label its question gives
     with pytest.raises(VrmError, match="split"):

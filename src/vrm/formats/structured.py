@@ -43,7 +43,7 @@ class ThinkFormat(DirectFormat):
 
     def target(self, sample: Sample, task: Task | None = None) -> str:
         e = explain(task, sample)
-        reasoning = " ".join(p for p in (e.summary, e.caption, *e.steps) if p)
+        reasoning = " ".join(p for p in (e.summary if e.plan_first else "", e.caption, *e.steps) if p)
         return f"<think>{reasoning}</think><answer>{sample.answer}</answer>"
 
     def parse(self, completion: str) -> Parsed:

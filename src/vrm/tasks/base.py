@@ -43,11 +43,14 @@ class Explanation:
         summary: what the question asks and how it will be answered (LLaVA-CoT's SUMMARY).
         caption: what the image shows that the question needs (CAPTION).
         steps: the reasoning, one sentence per step of the trace's program (REASONING).
+        plan_first: the think format opens with the summary too (before the caption), so the
+            reasoning restates what the question asks next to where it is used.
     """
 
     summary: str
     caption: str
     steps: list[str] = field(default_factory=list)
+    plan_first: bool = False
 
 
 class Task(Protocol):

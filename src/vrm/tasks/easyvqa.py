@@ -42,9 +42,15 @@ def family_of(question: str, answer: str) -> str:
 
 @dataclass
 class EasyVQATask:
-    """easy-VQA questions of one split; ``sample(seed)`` draws a row, ``get(i)`` reads row i."""
+    """easy-VQA questions of one split; ``sample(seed)`` draws a row, ``get(i)`` reads row i.
+
+    ``reasoning="checks"``: a yes/no question's reasoning checks the word it asks about (see
+    `explain`), and what yes/no answers reveal ("is there a red shape? yes") joins each image's
+    known colour and shape (the default ``listing`` knows only what colour/shape questions say).
+    """
 
     split: str = "train"
+    reasoning: str = "listing"
     name: str = "easyvqa"
     families: tuple[str, ...] = ("shape", "colour", "yes_no")
     _rows: list = field(default_factory=list, repr=False)
@@ -52,6 +58,8 @@ class EasyVQATask:
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
             raise VrmError(f"easyvqa split must be 'train' or 'test', not {self.split!r}")
+        if self.reasoning not in ("listing", "checks"):
+            raise VrmError(f"unknown easyvqa reasoning {self.reasoning!r}; known: listing, checks")
         try:
             import easy_vqa
         except ImportError:
@@ -67,7 +75,7 @@ class EasyVQATask:
             fam = family_of(text, answer)
             if fam != "yes_no":
                 self._truth[image_id][fam] = answer
-            elif (asked := yes_no_hit(text, answer)) is not None:  # "is there a red shape? yes" shows red
+            elif self.reasoning == "checks" and (asked := yes_no_hit(text, answer)) is not None:  # "is there a red shape? yes" shows red
                 self._truth[image_id]["colour" if asked in COLOURS else "shape"] = asked
 
     def __len__(self) -> int:
@@ -101,7 +109,7 @@ class EasyVQATask:
         """One shape: name it, then read the answer off it. A yes/no question checks the one
         word it asks about against the shape ("Red: yes."), then applies its "not", if any.
 
-        >>> t = EasyVQATask.__new__(EasyVQATask); t.name = "easyvqa"
+        >>> t = EasyVQATask.__new__(EasyVQATask); t.name, t.reasoning = "easyvqa", "checks"
         >>> s = Sample("x", None, "Is there not a red shape?", "no", "easyvqa", "yes_no", None,
         ...            {"shape": "circle", "colour": "red"})
         >>> t.explain(s).steps
@@ -112,13 +120,14 @@ class EasyVQATask:
         if sample.family == "yes_no":
             steps = [f"The image shows a {seen}."]
             word, negated = asked_word(sample.question)
-            if word and (shape if word in SHAPES else colour):
+            if self.reasoning == "checks" and word and (shape if word in SHAPES else colour):
                 hit = word in (colour, shape)
                 if ("yes" if hit != negated else "no") == sample.answer:
                     steps.append(f"{word.capitalize()}: {'yes' if hit else 'no'}.")
                     if negated:
                         steps.append(f"The question asks for none, so the answer is {sample.answer}.")
-            return Explanation("I will check the shape against the question.", self.caption(sample), steps)
+            return Explanation("I will check the shape against the question.", self.caption(sample), steps,
+                               self.reasoning == "checks")
         attr = "colour" if sample.family == "colour" else "shape"
         return Explanation(f"I will name the {attr} of the shape.", self.caption(sample),
                            [f"The image shows a {seen}.", f"Its {attr} is {sample.answer}."])

@@ -55,6 +55,8 @@ class ShapesTask:
         canvas: image side in pixels.
         families: question families to draw from (default: all); a family listed twice is
             drawn twice as often.
+        reasoning: how the think/stages formats filter: ``listing`` names the matching shapes in
+            one step; ``checks`` checks every shape in turn (see `explain`).
     """
 
     min_objects: int = 1
@@ -62,6 +64,7 @@ class ShapesTask:
     grid: int = 4
     canvas: int = 64
     families: tuple[str, ...] = FAMILIES
+    reasoning: str = "listing"
     name: str = "shapes"
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class ShapesTask:
             raise ValueError(f"unknown shapes families {sorted(unknown)}; known: {list(FAMILIES)}")
         if not 1 <= self.min_objects <= self.max_objects <= self.grid * self.grid:
             raise ValueError("need 1 <= min_objects <= max_objects <= grid*grid")
+        if self.reasoning not in ("listing", "checks"):
+            raise ValueError(f"unknown shapes reasoning {self.reasoning!r}; known: listing, checks")
         if self.canvas < 4 * self.grid:
             raise ValueError("canvas must give every cell at least 4 pixels")
 
@@ -157,40 +162,49 @@ class ShapesTask:
                 for o in sample.trace["objects"]]
 
     def explain(self, sample: Sample) -> Explanation:
-        """Plan, the whole board, then a check of every shape against the filter, then the result.
+        """Plan, the whole board, then the filter and its result.
 
-        The check walks the caption's shapes in order and judges each one on its own ("row 1,
-        column 2 red, yes, 1"), keeping a running count: each step is local, where naming the
-        matching shapes in one step asks a small model to bind the filter to every object at
-        once, which it fails at (README).
+        With ``reasoning="checks"`` the filter step checks every shape in turn against the
+        question, with a running count ("row 1, column 2 red, yes, 1"), and the think format
+        opens with the plan: each decision is local, where naming the matching shapes in one step
+        asks a small model to bind the filter to every object at once, which it fails at (README).
 
         >>> t = ShapesTask(families=("count_colour",)); s = t.sample(3)
         >>> e = t.explain(s); e.summary, e.steps[-1].endswith(f"is {s.answer}.")
         ('I will find the yellow shapes and count them.', True)
+        >>> ShapesTask(families=("count_colour",), reasoning="checks").explain(s).steps
+        ['Checking each shape for yellow shapes: row 3, column 2 green, no.', 'That is 0.']
         """
         objects, program, family = sample.trace["objects"], sample.trace["program"], sample.family
         wanted = program["filter"]
         hits = [objects[i] for i in program["matches"]]
+        places = "; ".join(where(o) for o in hits)
+        checks = self.reasoning == "checks"
         if family == "count_all":
-            return Explanation("I will count every shape.", self.caption(sample), [f"That is {len(objects)}."])
+            return Explanation("I will count every shape.", self.caption(sample), [f"That is {len(objects)}."], checks)
         if family in ("query_shape", "query_colour"):
             o, attr = hits[0], family.split("_")[1]
             return Explanation(f"I will look at {where(o)} and name its {attr}.", self.caption(sample),
-                               [f"{where(o).capitalize()} holds a {o['colour']} {o['shape']}.", f"Its {attr} is {o[attr]}."])
-        attrs = [a for a in ("colour", "shape") if a in wanted]
+                               [f"{where(o).capitalize()} holds a {o['colour']} {o['shape']}.", f"Its {attr} is {o[attr]}."],
+                               checks)
         if family == "exists":
             target = f"a {wanted['colour']} {wanted['shape']}"
             plan = f"I will look for {target}."
-            end = f"{target.capitalize()} is in {'; '.join(where(o) for o in hits)}." if hits else f"No shape is {target}."
+            found = f"{target.capitalize()} is in {places}." if hits else f"No shape is {target}."
         else:
             target = f"{wanted['colour']} shapes" if "colour" in wanted else PLURAL[wanted["shape"]]
-            plan, end = f"I will find the {target} and count them.", f"That is {len(hits)}."
-        checks, count = [], 0
+            plan = f"I will find the {target} and count them."
+            found = f"The {target}: {places}." if hits else f"There are no {target}."
+        if not checks:
+            return Explanation(plan, self.caption(sample), [found] if family == "exists" else [found, f"That is {len(hits)}."])
+        attrs = [a for a in ("colour", "shape") if a in wanted]
+        marks, count = [], 0
         for o in objects:
             seen = f"{where(o)} {' '.join(o[a] for a in attrs)}"
             if all(o[a] == wanted[a] for a in attrs):
                 count += 1
-                checks.append(f"{seen}, yes" if family == "exists" else f"{seen}, yes, {count}")
+                marks.append(f"{seen}, yes" if family == "exists" else f"{seen}, yes, {count}")
             else:
-                checks.append(f"{seen}, no")
-        return Explanation(plan, self.caption(sample), [f"Checking each shape for {target}: {'; '.join(checks)}.", end])
+                marks.append(f"{seen}, no")
+        end = found if family == "exists" else f"That is {len(hits)}."
+        return Explanation(plan, self.caption(sample), [f"Checking each shape for {target}: {'; '.join(marks)}.", end], True)
