@@ -106,3 +106,26 @@ def test_eval_reports_build_an_accuracy_vs_compute_plot(tmp_path, capsys):
     assert [r["name"] for r in runs] == ["direct", "direct best_of:2 likelihood"] and all(r["n"] == 16 for r in runs)
     assert (report / "report-compute.png").is_file() and (report / "report-families.png").is_file()
     assert "direct best_of:2 likelihood" in (report / "report.html").read_text()
+
+
+@needs_model
+def test_eval_and_ask_answer_in_the_models_own_format_when_none_is_given(tmp_path, capsys):
+    """A checkpoint that records ``answer_format`` (`vrm train ... answer_format=think`) is
+    evaluated and asked in it by default; ``--format`` still overrides it."""
+    import shutil
+
+    from vrm.tasks import get_task
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "answer_format": "think"}))
+    for extra, expected in (((), "think"), (("--format", "direct"), "direct")):
+        out_json = tmp_path / f"{expected}.json"
+        code, out, _ = run(capsys, "eval", "--task", "shapes", "--n", "4", "--quiet", "--model", str(model),
+                           "--json", str(out_json), *extra)
+        assert code == 0 and json.loads(out_json.read_text())["format"] == expected and f"({expected})" in out
+    image = tmp_path / "q.png"
+    get_task("shapes").sample(9_000_001).image.save(image)
+    code, out, _ = run(capsys, "ask", "--image", str(image), "--model", str(model), "--show-reasoning", "How many shapes are there?")
+    assert code == 0 and "[think]" in out  # the think format's stages, printed by --show-reasoning

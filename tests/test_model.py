@@ -43,3 +43,30 @@ def test_chat_layouts_place_the_question_around_the_image():
     assert plain == "<|user|>\nhi<|end|>\n"
     with pytest.raises(ValueError, match="unknown chat layout"):
         train_tokenizer(["x"], 300, "sideways")
+
+
+def test_generation_never_writes_the_image_placeholder():
+    """Even a model that prefers the image placeholder token cannot emit it: the next forward
+    over the completion (GRPO's loss, a search step) would look for image features it lacks."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from vrm.infer.generate import generate_completions
+    from vrm.model import load_model
+    from vrm.tasks import get_task
+
+    model, processor = load_model()
+    image_id = model.config.image_token_index
+
+    class PreferPlaceholder(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores[:, image_id] += 1e4  # added: a suppressed (-inf) token stays -inf
+            return scores
+
+    sample = get_task("shapes").sample(9_000_000)
+    prefer = LogitsProcessorList([PreferPlaceholder()])
+    unguarded = generate_completions(model, processor, [sample.image], [sample.question], max_new_tokens=3,
+                                     logits_processor=prefer, suppress_tokens=[])[0]
+    assert unguarded.text.startswith("<image>")  # the preference bites when nothing suppresses it
+    done = generate_completions(model, processor, [sample.image], [sample.question], max_new_tokens=3,
+                                logits_processor=prefer)[0]
+    assert done.completion_tokens >= 1 and "<image>" not in done.text
