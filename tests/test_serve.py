@@ -154,3 +154,17 @@ def test_closing_a_stream_stops_generation_and_frees_the_slot(loaded, count_samp
 
     engine = asyncio.run(scenario())
     assert engine.running == 0 and engine.served == 1
+
+
+def test_a_request_without_format_gets_the_models_own(count_sample):
+    """The server passes the model's recorded answer format (config.answer_format) as the default."""
+    import json as _json
+
+    from vrm.serve.request import parse_chat
+
+    body = _json.dumps({"messages": user(data_url(count_sample.image), "How many shapes?")}).encode()
+    assert parse_chat(body, Limits()).ask.format == "direct"
+    assert parse_chat(body, Limits(), "think").ask.format == "think"
+    assert parse_chat(body, Limits(), "think").ask.max_tokens == 384  # the think format's budget
+    asked = _json.dumps({"messages": user(data_url(count_sample.image), "How many?"), "format": "direct"}).encode()
+    assert parse_chat(asked, Limits(), "think").ask.format == "direct"
