@@ -28,7 +28,7 @@ def question_prompt(name: str, question: str) -> str:
 
 def answer_format(model) -> str:
     """The format a model answers in when none is asked: the one its training recorded
-    (``config.answer_format``, e.g. ``think`` for the embedded model), else ``direct``."""
+    (``config.answer_format``, set by ``vrm train ... answer_format=think``), else ``direct``."""
     return getattr(model.config, "answer_format", None) or "direct"
 
 

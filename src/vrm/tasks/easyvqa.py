@@ -75,7 +75,7 @@ class EasyVQATask:
             fam = family_of(text, answer)
             if fam != "yes_no":
                 self._truth[image_id][fam] = answer
-            elif self.reasoning == "checks" and (asked := yes_no_hit(text, answer)) is not None:  # "is there a red shape? yes" shows red
+            elif self.reasoning == "checks" and (asked := yes_no_hit(text, answer)):  # "a red shape? yes": red
                 self._truth[image_id]["colour" if asked in COLOURS else "shape"] = asked
 
     def __len__(self) -> int:
@@ -106,8 +106,9 @@ class EasyVQATask:
         return f"1 shape: a {shape or colour or 'coloured'} shape."
 
     def explain(self, sample: Sample) -> Explanation:
-        """One shape: name it, then read the answer off it. A yes/no question checks the one
-        word it asks about against the shape ("Red: yes."), then applies its "not", if any.
+        """One shape: name it, then read the answer off it. With ``reasoning="checks"`` a yes/no
+        question checks the one word it asks about against the shape ("Red: yes."), then applies
+        its "not", if any.
 
         >>> t = EasyVQATask.__new__(EasyVQATask); t.name, t.reasoning = "easyvqa", "checks"
         >>> s = Sample("x", None, "Is there not a red shape?", "no", "easyvqa", "yes_no", None,
