@@ -192,3 +192,26 @@ def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
     steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11)), f"killed after step {kill_after}"
     assert len(list((killed / "checkpoints").glob("step_*"))) == 2
+
+
+def test_focal_loss_by_hand():
+    """Two target tokens (the prompt token's label is ignored): p = 0.5 and p = 0.9."""
+    import math
+
+    from vrm.train.loop import focal_loss
+
+    logits = torch.log(torch.tensor([[[1.0, 1.0, 0.0], [0.05, 0.9, 0.05], [1.0, 1.0, 1.0]]]))
+    logits[0, 0, 2] = -1e9  # p(token 0) = 0.5 at position 0
+    labels = torch.tensor([[IGNORE, 0, 1]])  # position 0 predicts token 0, position 1 token 1
+    focal, ce = focal_loss(logits, labels, gamma=2.0)
+    want_ce = (-math.log(0.5) - math.log(0.9)) / 2
+    want_focal = (0.5 ** 2 * -math.log(0.5) + 0.1 ** 2 * -math.log(0.9)) / 2
+    assert math.isclose(ce.item(), want_ce, rel_tol=1e-5) and math.isclose(focal.item(), want_focal, rel_tol=1e-5)
+    assert math.isclose(focal_loss(logits, labels, gamma=0.0)[0].item(), want_ce, rel_tol=1e-5)
+
+
+def test_focal_training_logs_its_cross_entropy_beside_it(tmp_path):
+    cfg = tiny_cfg(tmp_path, "steps=6", "eval_every=100", "save_every=100", "log_every=1", "focal_gamma=2")
+    train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and all(0 < e["loss"] < e["ce"] for e in log)  # (1 - p)^2 < 1 on every token

@@ -28,7 +28,7 @@ from vrm.formats import FORMATS, get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm, unused_vision_parameters
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
-from vrm.train.data import collate, encode, step_samples
+from vrm.train.data import IGNORE, collate, encode, step_samples
 
 PARTS = ("vision", "projector", "lm")
 
@@ -43,6 +43,7 @@ class TrainConfig:
     task_params: dict[str, dict] = field(default_factory=dict)
     formats: dict[str, float] = field(default_factory=lambda: {"direct": 1.0})
     eval_format: str = "direct"
+    focal_gamma: float = 0.0  # > 0: focal loss, (1 - p)^gamma * cross-entropy per token: rare hard tokens weigh more
     answer_format: str = ""  # recorded in the saved model: what `vrm ask/eval/demo/serve` use when no --format is given
     trainable: list[str] = field(default_factory=lambda: ["projector", "lm"])
     lora_r: int = 0  # > 0: LoRA adapters of this rank on the LM instead of full LM weights
@@ -173,6 +174,17 @@ def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: "Stage | N
     return load_model(base)
 
 
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Focal loss (Lin et al. 2017) over next-token predictions: the mean over target tokens of
+    ``(1 - p)^gamma * -log p``, with p the probability of the right token; also the plain
+    cross-entropy. Tokens the model already gets right (most of a caption) fade, so a few hard
+    decisions ("yes" / "no" in a check) carry more of the gradient."""
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    keep = labels != IGNORE
+    logp = torch.log_softmax(logits[keep].float(), dim=-1).gather(-1, labels[keep][:, None]).squeeze(-1)
+    return (-(1 - logp.exp()) ** gamma * logp).mean(), -logp.mean()
+
+
 class Stage:
     """What a stage plugs into the shared loop: its examples, its loss, its evaluation and what its
     checkpoints hold. This default is the LLaVA recipe's (align, SFT): one format per micro-batch,
@@ -194,7 +206,11 @@ class Stage:
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         """The loss to minimise and named parts to log."""
-        return model(**batch).loss, {}
+        if not self.cfg.focal_gamma:
+            return model(**batch).loss, {}
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        focal, ce = focal_loss(logits, batch["labels"], self.cfg.focal_gamma)
+        return focal, {"ce": ce.detach()}
 
     def evaluate(self, model, processor, pairs) -> dict:
         summary, _ = evaluate(model, processor, pairs, self.cfg.eval_format, progress=False)
