@@ -69,7 +69,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_model_fields(self)
-        for name in (*self.formats, self.eval_format, *([self.answer_format] if self.answer_format else [])):
+        for name in filter(None, (*self.formats, self.eval_format, self.answer_format)):  # answer_format "" = unset
             get_format(name)
         if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
             raise ValueError("steps, batch_size, grad_accum, save_every and eval_every must be >= 1")
