@@ -107,6 +107,11 @@ def test_config_overrides_and_errors(tmp_path):
     with pytest.raises(VrmError, match="unknown format"):
         tiny_cfg(tmp_path, "answer_format=poetry")
     assert parse_overrides(["a.b.c=1.5"]) == {"a": {"b": {"c": 1.5}}}
+    # YAML 1.2 booleans: yes/no/on stay words (answers, token texts), true/false are booleans
+    assert parse_overrides(["w={yes: 2, no: 3}", "p=false", "q=True", "r=on"]) == {
+        "w": {"yes": 2, "no": 3}, "p": False, "q": True, "r": "on"}
+    with pytest.raises(VrmError, match="true or false"):
+        tiny_cfg(tmp_path, "progress=no")
 
 
 def test_training_learns_and_freezes(tmp_path):
@@ -208,6 +213,54 @@ def test_focal_loss_by_hand():
     want_focal = (0.5 ** 2 * -math.log(0.5) + 0.1 ** 2 * -math.log(0.9)) / 2
     assert math.isclose(ce.item(), want_ce, rel_tol=1e-5) and math.isclose(focal.item(), want_focal, rel_tol=1e-5)
     assert math.isclose(focal_loss(logits, labels, gamma=0.0)[0].item(), want_ce, rel_tol=1e-5)
+
+
+def test_token_weights_make_a_weighted_mean_by_hand():
+    """The same two targets (p = 0.5 for token 0, p = 0.9 for token 1); token 0 weighs 3."""
+    import math
+
+    from vrm.train.loop import focal_loss
+
+    logits = torch.log(torch.tensor([[[1.0, 1.0, 0.0], [0.05, 0.9, 0.05], [1.0, 1.0, 1.0]]]))
+    logits[0, 0, 2] = -1e9
+    labels = torch.tensor([[IGNORE, 0, 1]])
+    loss, ce = focal_loss(logits, labels, 0.0, torch.tensor([3.0, 1.0, 1.0]))
+    assert math.isclose(loss.item(), (3 * -math.log(0.5) - math.log(0.9)) / 4, rel_tol=1e-5)
+    assert math.isclose(ce.item(), (-math.log(0.5) - math.log(0.9)) / 2, rel_tol=1e-5)
+    focal, _ = focal_loss(logits, labels, 2.0, torch.tensor([3.0, 1.0, 1.0]))
+    assert math.isclose(focal.item(), (3 * 0.25 * -math.log(0.5) + 0.01 * -math.log(0.9)) / 4, rel_tol=1e-5)
+
+
+def test_vocab_weights_find_each_word_with_and_without_its_space():
+    from vrm.train.loop import vocab_weights
+
+    _, processor = load_model()
+    tok = processor.tokenizer
+    w = vocab_weights(tok, {"yes": 10.0, "no": 4.0})
+    for text, want in ((" yes", 10.0), ("yes", 10.0), (" no", 4.0), (" red", 1.0)):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and w[ids[0]].item() == want, text
+    assert (w != 1).sum().item() == 4  # " yes", "yes", " no", "no": nothing else
+    with pytest.raises(VrmError, match="single token"):
+        vocab_weights(tok, {"yes please": 2.0})
+
+
+def test_token_weights_are_refused_where_they_would_do_nothing(tmp_path):
+    with pytest.raises(VrmError, match="> 0"):
+        tiny_cfg(tmp_path, "token_weights={yes: 0}")
+    from vrm.train.vision import VisionConfig, VisionStage
+
+    stage = VisionStage(VisionConfig(token_weights={"yes": 5.0}))
+    with pytest.raises(VrmError, match="its own loss"):
+        stage.bind(None)
+
+
+def test_token_weighted_training_logs_its_cross_entropy_beside_it(tmp_path):
+    cfg = tiny_cfg(tmp_path, "steps=3", "eval_every=100", "save_every=100", "log_every=1", "token_weights={yes: 5, no: 5}",
+                   "task_params={shapes: {families: [exists]}}")  # every target: yes or no, then the end token
+    train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(e["loss"] > 0 and e["ce"] > 0 and e["loss"] != e["ce"] for e in log)
 
 
 def test_focal_training_logs_its_cross_entropy_beside_it(tmp_path):

@@ -1,12 +1,15 @@
 """Config from a YAML recipe plus ``key=value`` overrides, into a typed dataclass.
 
 Dotted keys reach nested fields (``tiny.lm_hidden=128``, ``tasks.shapes=2``); values are read as
-YAML (``steps=100`` is an int, ``trainable=[lm]`` a list). Unknown keys are errors.
+YAML (``steps=100`` is an int, ``trainable=[lm]`` a list), with YAML 1.2's booleans: only
+true/false, so ``token_weights={yes: 5}`` keeps the word "yes" (YAML 1.1 would make it True).
+Unknown keys are errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Sequence, TypeVar, get_type_hints
 
@@ -15,6 +18,23 @@ import yaml
 from vrm import VrmError
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans (true/false, any case), not 1.1's
+    yes/no/on/off."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text with `_Loader` (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -29,7 +49,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise VrmError(f"expected key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = read_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node = out
@@ -54,6 +74,8 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
             return float(value)
         if hint is int and isinstance(value, str):
             return int(value)
+        if hint is bool and not isinstance(value, bool):
+            raise VrmError(f"option {name!r} must be true or false, got {value!r}")
     except ValueError:
         raise VrmError(f"option {name!r} must be a number, got {value!r}") from None
     return value
@@ -82,7 +104,7 @@ def recipe_has(recipe: str | Path, section: str) -> bool:
     """Whether the YAML recipe has a top-level ``section`` (a missing or bad file: False; loading
     it reports the error)."""
     try:
-        data = yaml.safe_load(Path(recipe).read_text()) or {}
+        data = read_yaml(Path(recipe).read_text()) or {}
     except (OSError, yaml.YAMLError):
         return False
     return isinstance(data, dict) and section in data
@@ -96,7 +118,7 @@ def load_config(cls: type[T], recipe: str | Path | None, section: str | None, ov
         if not path.is_file():
             raise VrmError(f"{path}: recipe not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise VrmError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if section:

@@ -44,6 +44,7 @@ class TrainConfig:
     formats: dict[str, float] = field(default_factory=lambda: {"direct": 1.0})
     eval_format: str = "direct"
     focal_gamma: float = 0.0  # > 0: focal loss, (1 - p)^gamma * cross-entropy per token: rare hard tokens weigh more
+    token_weights: dict[str, float] = field(default_factory=dict)  # e.g. {yes: 10, no: 10}: target tokens reading so weigh more
     answer_format: str = ""  # recorded in the saved model: what `vrm ask/eval/demo/serve` use when no --format is given
     trainable: list[str] = field(default_factory=lambda: ["projector", "lm"])
     lora_r: int = 0  # > 0: LoRA adapters of this rank on the LM instead of full LM weights
@@ -71,6 +72,8 @@ class TrainConfig:
         check_model_fields(self)
         for name in filter(None, (*self.formats, self.eval_format, self.answer_format)):  # answer_format "" = unset
             get_format(name)
+        if any(not w > 0 for w in self.token_weights.values()):
+            raise ValueError(f"token_weights must be > 0, got {self.token_weights}")
         if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
             raise ValueError("steps, batch_size, grad_accum, save_every and eval_every must be >= 1")
 
@@ -174,15 +177,39 @@ def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: "Stage | N
     return load_model(base)
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float,
+               vocab_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Focal loss (Lin et al. 2017) over next-token predictions: the mean over target tokens of
     ``(1 - p)^gamma * -log p``, with p the probability of the right token; also the plain
     cross-entropy. Tokens the model already gets right (most of a caption) fade, so a few hard
-    decisions ("yes" / "no" in a check) carry more of the gradient."""
+    decisions ("yes" / "no" in a check) carry more of the gradient.
+
+    ``vocab_weights`` (one per vocabulary entry) makes it a weighted mean: a target token ``t``
+    counts ``vocab_weights[t]`` times. gamma 0 without weights is the plain cross-entropy."""
     logits, labels = logits[:, :-1], labels[:, 1:]
     keep = labels != IGNORE
-    logp = torch.log_softmax(logits[keep].float(), dim=-1).gather(-1, labels[keep][:, None]).squeeze(-1)
-    return (-(1 - logp.exp()) ** gamma * logp).mean(), -logp.mean()
+    targets = labels[keep]
+    logp = torch.log_softmax(logits[keep].float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    per_token = -(1 - logp.exp()) ** gamma * logp if gamma else -logp
+    w = vocab_weights.to(logp.device)[targets] if vocab_weights is not None else torch.ones_like(logp)
+    return (w * per_token).sum() / w.sum(), -logp.mean()
+
+
+def vocab_weights(tokenizer, token_weights: dict[str, float]) -> torch.Tensor:
+    """A loss weight per vocabulary entry: ``token_weights[text]`` for each token that decodes to
+    ``text`` (surrounding spaces ignored: " yes" and "yes" alike), 1 for the rest. A text that is
+    no single token of this vocabulary is an error (it would silently weigh nothing)."""
+    weights = torch.ones(len(tokenizer))
+    found = set()
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id]).strip()
+        if text in token_weights:
+            weights[token_id] = float(token_weights[text])
+            found.add(text)
+    missing = sorted(set(token_weights) - found)
+    if missing:
+        raise VrmError(f"token_weights: {missing} is not a single token of this model's vocabulary")
+    return weights
 
 
 class Stage:
@@ -193,6 +220,16 @@ class Stage:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.fmt_names, self.fmt_weights = list(cfg.formats), list(cfg.formats.values())
+        self.vocab_weights = None  # set by `bind` when cfg.token_weights names any
+
+    own_loss = False  # a stage with a loss of its own (vision, mvot) takes no focal_gamma / token_weights
+
+    def bind(self, processor) -> None:
+        """What the stage needs from the run's processor before the first step."""
+        if self.own_loss and (self.cfg.focal_gamma or self.cfg.token_weights):
+            raise VrmError(f"focal_gamma and token_weights apply to align and sft; {type(self).__name__} has its own loss")
+        if self.cfg.token_weights:
+            self.vocab_weights = vocab_weights(processor.tokenizer, self.cfg.token_weights)
 
     def prepare(self, model, processor):
         """Change the starting weights once, before they are saved as the run's base."""
@@ -206,11 +243,11 @@ class Stage:
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         """The loss to minimise and named parts to log."""
-        if not self.cfg.focal_gamma:
+        if not self.cfg.focal_gamma and self.vocab_weights is None:
             return model(**batch).loss, {}
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        focal, ce = focal_loss(logits, batch["labels"], self.cfg.focal_gamma)
-        return focal, {"ce": ce.detach()}
+        loss, ce = focal_loss(logits, batch["labels"], self.cfg.focal_gamma, self.vocab_weights)
+        return loss, {"ce": ce.detach()}
 
     def evaluate(self, model, processor, pairs) -> dict:
         summary, _ = evaluate(model, processor, pairs, self.cfg.eval_format, progress=False)
@@ -274,6 +311,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     tasks = config_tasks(cfg)
     weights = list(cfg.tasks.values())
     model, processor = base_model(cfg, tasks, out, main, stage)
+    stage.bind(processor)
     accelerator.wait_for_everyone()
     n_train = set_trainable(model, cfg.trainable)
     if cfg.lora_r:

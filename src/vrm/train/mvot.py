@@ -85,6 +85,8 @@ class MVoTConfig(TrainConfig):
 class MVoTStage(Stage):
     """The shared loop's hooks for MVoT: image-code tokens, one-step examples, CE + L_D, visual eval."""
 
+    own_loss = True
+
     def __init__(self, cfg: MVoTConfig):
         from vrm.model.vq import load_image_tokenizer
 

@@ -185,6 +185,8 @@ def target_table(model, cfg: VisionConfig) -> torch.Tensor | None:
 
 
 class VisionStage(Stage):
+    own_loss = True
+
     def __init__(self, cfg: VisionConfig):
         super().__init__(cfg)
         self.ignore: set[int] = set()  # special tokens (<image>, end-of-turn, ...): not caption words
