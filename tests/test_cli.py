@@ -129,3 +129,22 @@ def test_eval_and_ask_answer_in_the_models_own_format_when_none_is_given(tmp_pat
     get_task("shapes").sample(9_000_001).image.save(image)
     code, out, _ = run(capsys, "ask", "--image", str(image), "--model", str(model), "--show-reasoning", "How many shapes are there?")
     assert code == 0 and "[think]" in out  # the think format's stages, printed by --show-reasoning
+
+
+@needs_model
+def test_a_model_answering_per_task_formats_is_evaluated_in_each(tmp_path, capsys):
+    """``answer_format={shapes: think, default: direct}``: `vrm eval --task shapes` answers in think,
+    other tasks in direct, and `vrm demo` evaluates each task in its own."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "answer_format": {"shapes": "think", "default": "direct"}}))
+    for task, expected in (("shapes", "think"), ("maze", "direct")):
+        out_json = tmp_path / f"{task}.json"
+        code, _, _ = run(capsys, "eval", "--task", task, "--n", "3", "--quiet", "--model", str(model), "--json", str(out_json))
+        assert code == 0 and json.loads(out_json.read_text())["format"] == expected
+    code, _, _ = run(capsys, "demo", "--n", "3", "--quiet", "--model", str(model), "--out", str(tmp_path / "demo"))
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert code == 0 and "&lt;think&gt;" in html or "<think>" in html  # shapes' outputs carry their reasoning

@@ -40,14 +40,14 @@ def test_shapes_explanation_by_hand():
     # reasoning=checks: each shape checked in turn with a running count; think opens with the plan
     checks = ShapesTask(reasoning="checks")
     assert get_format("think").target(sample, checks) == (
-        f"<think>I will find the red shapes and count them. {caption} Checking each shape for red shapes: "
-        "row 1, column 2 red, yes, 1; row 3, column 1 red, yes, 2; row 4, column 4 blue, no. That is 2.</think>"
+        f"<think>I will find the red shapes and count them. {caption} Checking each shape for red: "
+        "row 1, column 2 red yes, 1; row 3, column 1 red yes, 2; row 4, column 4 blue no. That is 2.</think>"
         "<answer>2</answer>")
     sample.question, sample.family, sample.answer = "Is there a blue square?", "exists", "no"
     sample.trace["program"] = {"filter": {"colour": "blue", "shape": "square"}, "matches": []}
     assert checks.explain(sample).steps == [
-        "Checking each shape for a blue square: row 1, column 2 red circle, no; row 3, column 1 red square, no; "
-        "row 4, column 4 blue circle, no.", "No shape is a blue square."]
+        "Checking each shape for blue square: row 1, column 2 red no circle no; row 3, column 1 red no square yes; "
+        "row 4, column 4 blue yes circle no.", "That is 0."]
     with pytest.raises(ValueError, match="reasoning"):
         ShapesTask(reasoning="vibes")
 

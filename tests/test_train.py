@@ -107,6 +107,12 @@ def test_config_overrides_and_errors(tmp_path):
     with pytest.raises(VrmError, match="unknown format"):
         tiny_cfg(tmp_path, "answer_format=poetry")
     assert parse_overrides(["a.b.c=1.5"]) == {"a": {"b": {"c": 1.5}}}
+    with pytest.raises(VrmError, match="one_task_per_batch"):
+        tiny_cfg(tmp_path, "task_formats={shapes: {think: 1}}")
+    with pytest.raises(VrmError, match="not in tasks"):
+        tiny_cfg(tmp_path, "task_formats={maze: {think: 1}}", "one_task_per_batch=true")
+    with pytest.raises(VrmError, match="unknown format"):
+        tiny_cfg(tmp_path, "answer_format={shapes: poetry}")
     # YAML 1.2 booleans: yes/no/on stay words (answers, token texts), true/false are booleans
     assert parse_overrides(["w={yes: 2, no: 3}", "p=false", "q=True", "r=on"]) == {
         "w": {"yes": 2, "no": 3}, "p": False, "q": True, "r": "on"}
@@ -213,6 +219,21 @@ def test_focal_loss_by_hand():
     want_focal = (0.5 ** 2 * -math.log(0.5) + 0.1 ** 2 * -math.log(0.9)) / 2
     assert math.isclose(ce.item(), want_ce, rel_tol=1e-5) and math.isclose(focal.item(), want_focal, rel_tol=1e-5)
     assert math.isclose(focal_loss(logits, labels, gamma=0.0)[0].item(), want_ce, rel_tol=1e-5)
+
+
+def test_task_formats_give_each_tasks_batches_their_own_format(tmp_path):
+    from vrm.train.loop import Stage
+
+    cfg = tiny_cfg(tmp_path, "tasks={shapes: 1, maze: 1}", "one_task_per_batch=true", "formats={direct: 1}",
+                   "task_formats={shapes: {think: 1}}")
+    _, processor = load_model()
+    tasks = [get_task("shapes"), get_task("maze", sizes="3")]
+    stage, seen = Stage(cfg), {}
+    for step in range(12):
+        pairs = step_samples(tasks, [1.0, 1.0], step, 2, 0, one_task=True)
+        target = processor.tokenizer.decode(stage.examples(processor, pairs, step)[0]["labels"].clamp(min=0))
+        seen.setdefault(pairs[0][0].name, set()).add("<think>" in target)
+    assert seen == {"shapes": {True}, "maze": {False}}
 
 
 def test_token_weights_make_a_weighted_mean_by_hand():

@@ -51,12 +51,18 @@ def test_vision_stage_refuses_a_non_llava_model():
         stage.prepare(SimpleNamespace(config=SimpleNamespace(model_type="qwen2_vl")), None)
 
 
-def test_train_all_runs_a_recipes_vision_stage_first(tmp_path):
+def test_train_all_runs_a_recipes_vision_stage_first_and_reasoning_stage_last(tmp_path):
     with_vision, without = tmp_path / "a.yaml", tmp_path / "b.yaml"
     with_vision.write_text("vision: {steps: 1}\nalign: {}\nsft: {}\n")
     without.write_text("align: {}\nsft: {}\n")
     assert recipe_has(with_vision, "vision") and not recipe_has(without, "vision")
     assert not recipe_has(tmp_path / "missing.yaml", "vision")
+    from vrm.cli import recipe_stages
+
+    assert recipe_stages(str(with_vision)) == ["vision", "align", "sft"] and recipe_stages(None) == ["align", "sft"]
+    with_reasoning = tmp_path / "c.yaml"
+    with_reasoning.write_text("vision: {}\nalign: {}\nsft: {}\nreasoning: {}\n")
+    assert recipe_stages(str(with_reasoning)) == ["vision", "align", "sft", "reasoning"]
 
 
 def test_vision_lr_puts_the_tower_in_its_own_group():

@@ -24,8 +24,7 @@ def cmd_demo(args) -> None:
     """Questions from every registered task, answered by the model; a table and an HTML report."""
     from vrm.config import parse_overrides
     from vrm.eval.report import write_report
-    from vrm.eval.run import evaluate, format_table
-    from vrm.formats import answer_format
+    from vrm.eval.run import evaluate_per_task, format_table
     from vrm.model import load_model
     from vrm.tasks import TASKS, eval_samples, get_task
 
@@ -38,7 +37,8 @@ def cmd_demo(args) -> None:
         for s in eval_samples(task, n=args.n, seed=args.seed):
             pairs.append((task, s))
             images[s.id] = s.image
-    summary, records = evaluate(model, processor, pairs, answer_format(model), progress=not args.quiet, total=len(pairs))
+    formats = getattr(model.config, "answer_format", None)  # each task in the format the model answers it in
+    summary, records = evaluate_per_task(model, processor, pairs, formats, progress=not args.quiet, total=len(pairs))
     print(format_table(summary, f"vrm demo: {args.model or 'embedded model'}, {args.n} held-out questions per task"))
     report = write_report(Path(args.out) / "report.html", summary, records, images, "vrm demo")
     print(f"report: {report}  ({time.time() - t0:.1f}s)")
@@ -109,7 +109,7 @@ def cmd_eval(args) -> None:
         samples = list(samples)  # the report needs the images again
     total = count_samples(task, args.n)
     model, processor = load_model(args.model)
-    args.format = args.format or answer_format(model)
+    args.format = args.format or answer_format(model, None if args.data else task.name)
     image_tokenizer, thoughts = None, {}
     if args.format == "visual":
         from vrm.model.image_codes import load_checkpoint_image_tokenizer
@@ -165,16 +165,23 @@ def cmd_export(args) -> None:
     print(f"wrote {n} rows to {path}")
 
 
+def recipe_stages(recipe: str | None) -> list[str]:
+    """What `vrm train all` runs: the recipe's vision stage (if any), align, sft, then its
+    reasoning stage (if any)."""
+    from vrm.config import recipe_has
+
+    has = (lambda section: bool(recipe) and recipe_has(recipe, section))
+    return ["vision"] * has("vision") + ["align", "sft"] + ["reasoning"] * has("reasoning")
+
+
 def cmd_train(args) -> None:
-    from vrm.config import load_config, recipe_has
+    from vrm.config import load_config
     from vrm.train import align, grpo, mvot, sft, vision, vq
 
     stages = {"vision": (vision.VisionConfig, vision.run), "align": (align.AlignConfig, align.run),
-              "sft": (sft.SFTConfig, sft.run),
+              "sft": (sft.SFTConfig, sft.run), "reasoning": (sft.SFTConfig, sft.run),
               "grpo": (grpo.GRPOConfig, grpo.run), "vq": (vq.VQConfig, vq.run), "mvot": (mvot.MVoTConfig, mvot.run)}
-    names = [args.stage]
-    if args.stage == "all":  # the recipe's vision stage (if any), then align and sft
-        names = ["vision", "align", "sft"] if args.recipe and recipe_has(args.recipe, "vision") else ["align", "sft"]
+    names = recipe_stages(args.recipe) if args.stage == "all" else [args.stage]
     t0 = time.time()
     for name in names:
         cls, run = stages[name]
@@ -256,10 +263,11 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("params", nargs="*", help="task parameters as key=value (e.g. max_objects=8)")
     x.set_defaults(func=cmd_export)
 
-    t = sub.add_parser("train", help="train a stage of the recipe (vision for a from-scratch tower, align, sft; "
-                                      "all: the recipe's stages in order), RL it (grpo), "
+    t = sub.add_parser("train", help="train a stage of the recipe (vision for a from-scratch tower, align, sft, "
+                                      "reasoning: sft on step-by-step reasoning; all: the recipe's stages in "
+                                      "order), RL it (grpo), "
                                       "or teach it visual thoughts (vq: the image tokenizer, then mvot)")
-    t.add_argument("stage", choices=["vision", "align", "sft", "grpo", "vq", "mvot", "all"])
+    t.add_argument("stage", choices=["vision", "align", "sft", "reasoning", "grpo", "vq", "mvot", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 from tqdm.auto import tqdm
 
 from vrm import VrmError
-from vrm.formats import get_format
+from vrm.formats import format_for, get_format
 from vrm.infer.generate import generate
 from vrm.infer.search import Query, run_search
 from vrm.tasks import Sample, Task
@@ -65,6 +65,20 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
         records += [answer_record(task, s, fmt, out) for (task, s), out in zip(batch, outputs)]
         bar.update(len(batch))
     bar.close()
+    return summarize(records), records
+
+
+def evaluate_per_task(model, processor, pairs: Iterable[tuple[Task, Sample]], formats: str | dict,
+                      **kwargs) -> tuple[dict, list[dict]]:
+    """`evaluate` with each task in the format ``formats`` names for it (`vrm.formats.format_for`):
+    one summary over all the records, in the order of ``pairs``' tasks."""
+    by_format: dict[str, list] = defaultdict(list)
+    for task, sample in pairs:
+        by_format[format_for(formats, task.name)].append((task, sample))
+    records: list[dict] = []
+    kwargs.pop("total", None)
+    for name, group in by_format.items():
+        records += evaluate(model, processor, group, name, total=len(group), **kwargs)[1]
     return summarize(records), records
 
 

@@ -26,10 +26,28 @@ def question_prompt(name: str, question: str) -> str:
     return get_format(name).prompt(Sample("question", None, question, "", "question"))
 
 
-def answer_format(model) -> str:
-    """The format a model answers in when none is asked: the one its training recorded
-    (``config.answer_format``, set by ``vrm train ... answer_format=think``), else ``direct``."""
-    return getattr(model.config, "answer_format", None) or "direct"
+def format_for(spec: str | dict | None, task: str | None = None) -> str:
+    """The format ``spec`` names for ``task``: ``spec`` is one format name for every task, or a
+    mapping task -> name with an optional ``default`` entry; ``direct`` when nothing applies.
+
+    >>> format_for({"shapes": "think", "default": "stages"}, "shapes"), format_for({"shapes": "think"}, "clevr")
+    ('think', 'direct')
+    """
+    if isinstance(spec, dict):
+        return spec.get(task) or spec.get("default") or "direct"
+    return spec or "direct"
+
+
+def format_names(spec: str | dict | None) -> list[str]:
+    """Every format name a spec mentions (to check them all up front)."""
+    return [n for n in (spec.values() if isinstance(spec, dict) else [spec]) if n]
+
+
+def answer_format(model, task: str | None = None) -> str:
+    """The format a model answers ``task`` in when none is asked: the one its training recorded
+    (``config.answer_format``, set by ``vrm train ... answer_format=think`` or per task,
+    ``"answer_format={shapes: think, default: direct}"``), else ``direct``."""
+    return format_for(getattr(model.config, "answer_format", None), task)
 
 
 def get_format(name: str):
@@ -38,4 +56,4 @@ def get_format(name: str):
     return FORMATS[name]
 
 
-__all__ = ["FORMATS", "Parsed", "answer_format", "get_format", "question_prompt"]
+__all__ = ["FORMATS", "Parsed", "answer_format", "format_for", "format_names", "get_format", "question_prompt"]

@@ -107,14 +107,15 @@ class EasyVQATask:
 
     def explain(self, sample: Sample) -> Explanation:
         """One shape: name it, then read the answer off it. With ``reasoning="checks"`` a yes/no
-        question checks the one word it asks about against the shape ("Red: yes."), then applies
-        its "not", if any.
+        question checks the one word it asks about against the shape ("Checking red yes.": the
+        decision right after the word, one attention hop from the same word in the sentence before
+        it), then applies its "not", if any.
 
         >>> t = EasyVQATask.__new__(EasyVQATask); t.name, t.reasoning = "easyvqa", "checks"
         >>> s = Sample("x", None, "Is there not a red shape?", "no", "easyvqa", "yes_no", None,
         ...            {"shape": "circle", "colour": "red"})
         >>> t.explain(s).steps
-        ['The image shows a red circle.', 'Red: yes.', 'The question asks for none, so the answer is no.']
+        ['The image shows a red circle.', 'Checking red yes.', 'The question asks for none, so the answer is no.']
         """
         shape, colour = sample.trace.get("shape"), sample.trace.get("colour")
         seen = " ".join(w for w in (colour, shape) if w) or "coloured shape"
@@ -124,7 +125,7 @@ class EasyVQATask:
             if self.reasoning == "checks" and word and (shape if word in SHAPES else colour):
                 hit = word in (colour, shape)
                 if ("yes" if hit != negated else "no") == sample.answer:
-                    steps.append(f"{word.capitalize()}: {'yes' if hit else 'no'}.")
+                    steps.append(f"Checking {word} {'yes' if hit else 'no'}.")
                     if negated:
                         steps.append(f"The question asks for none, so the answer is {sample.answer}.")
             return Explanation("I will check the shape against the question.", self.caption(sample), steps,

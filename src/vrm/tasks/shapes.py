@@ -165,7 +165,7 @@ class ShapesTask:
         """Plan, the whole board, then the filter and its result.
 
         With ``reasoning="checks"`` the filter step checks every shape in turn against the
-        question, with a running count ("row 1, column 2 red, yes, 1"), and the think format
+        asked value, with a running count ("row 1, column 2 red yes, 1"), and the think format
         opens with the plan: each decision is local, where naming the matching shapes in one step
         asks a small model to bind the filter to every object at once, which it fails at (README).
 
@@ -173,7 +173,7 @@ class ShapesTask:
         >>> e = t.explain(s); e.summary, e.steps[-1].endswith(f"is {s.answer}.")
         ('I will find the yellow shapes and count them.', True)
         >>> ShapesTask(families=("count_colour",), reasoning="checks").explain(s).steps
-        ['Checking each shape for yellow shapes: row 3, column 2 green, no.', 'That is 0.']
+        ['Checking each shape for yellow: row 3, column 2 green no.', 'That is 0.']
         """
         objects, program, family = sample.trace["objects"], sample.trace["program"], sample.family
         wanted = program["filter"]
@@ -200,11 +200,13 @@ class ShapesTask:
         attrs = [a for a in ("colour", "shape") if a in wanted]
         marks, count = [], 0
         for o in objects:
-            seen = f"{where(o)} {' '.join(o[a] for a in attrs)}"
+            # each decision right after the word it judges: one attention hop to the same word in
+            # "Checking each shape for red", none through a comma
+            mark = f"{where(o)} " + " ".join(f"{o[a]} {'yes' if o[a] == wanted[a] else 'no'}" for a in attrs)
             if all(o[a] == wanted[a] for a in attrs):
                 count += 1
-                marks.append(f"{seen}, yes" if family == "exists" else f"{seen}, yes, {count}")
-            else:
-                marks.append(f"{seen}, no")
-        end = found if family == "exists" else f"That is {len(hits)}."
-        return Explanation(plan, self.caption(sample), [f"Checking each shape for {target}: {'; '.join(marks)}.", end], True)
+                mark += f", {count}"
+            marks.append(mark)
+        end = f"That is {len(hits)}."  # exists too: its answer is then "is the count above 0"
+        asked = " ".join(wanted[a] for a in attrs)
+        return Explanation(plan, self.caption(sample), [f"Checking each shape for {asked}: {'; '.join(marks)}.", end], True)

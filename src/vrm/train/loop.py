@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vrm import VrmError
-from vrm.eval.run import evaluate
+from vrm.eval.run import evaluate_per_task
 from vrm.files import write_atomic
-from vrm.formats import FORMATS, get_format
+from vrm.formats import FORMATS, format_names, get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm, unused_vision_parameters
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
@@ -42,10 +42,12 @@ class TrainConfig:
     tasks: dict[str, float] = field(default_factory=lambda: {"shapes": 1.0, "easyvqa": 1.0})
     task_params: dict[str, dict] = field(default_factory=dict)
     formats: dict[str, float] = field(default_factory=lambda: {"direct": 1.0})
-    eval_format: str = "direct"
+    task_formats: dict[str, dict[str, float]] = field(default_factory=dict)  # per task, instead of formats (one_task_per_batch)
+    eval_format: str | dict[str, str] = "direct"  # or per task: {shapes: think, default: direct}
     focal_gamma: float = 0.0  # > 0: focal loss, (1 - p)^gamma * cross-entropy per token: rare hard tokens weigh more
     token_weights: dict[str, float] = field(default_factory=dict)  # e.g. {yes: 10, no: 10}: target tokens reading so weigh more
-    answer_format: str = ""  # recorded in the saved model: what `vrm ask/eval/demo/serve` use when no --format is given
+    answer_format: str | dict[str, str] = ""  # recorded in the saved model: what `vrm ask/eval/demo/serve` use
+    #   when no --format is given; one name, or per task: {shapes: think, default: direct}
     trainable: list[str] = field(default_factory=lambda: ["projector", "lm"])
     lora_r: int = 0  # > 0: LoRA adapters of this rank on the LM instead of full LM weights
     steps: int = 1000
@@ -70,8 +72,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_model_fields(self)
-        for name in filter(None, (*self.formats, self.eval_format, self.answer_format)):  # answer_format "" = unset
+        every = [*self.formats, *(n for w in self.task_formats.values() for n in w)]
+        for name in every + format_names(self.eval_format) + format_names(self.answer_format):
             get_format(name)
+        if self.task_formats and not self.one_task_per_batch:
+            raise ValueError("task_formats needs one_task_per_batch: true (one format per batch, drawn by its task)")
+        if set(self.task_formats) - set(self.tasks):
+            raise ValueError(f"task_formats names tasks not in tasks: {sorted(set(self.task_formats) - set(self.tasks))}")
         if any(not w > 0 for w in self.token_weights.values()):
             raise ValueError(f"token_weights must be > 0, got {self.token_weights}")
         if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
@@ -237,8 +244,10 @@ class Stage:
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         # One format per micro-batch: mixing a long caption into a batch of short answers
-        # would pad every row to the caption's length.
-        fmt = get_format(random.Random(f"fmt-{self.cfg.seed}-{draw}").choices(self.fmt_names, self.fmt_weights)[0])
+        # would pad every row to the caption's length. A task with task_formats draws from its own.
+        weights = self.cfg.task_formats.get(pairs[0][0].name)
+        names, weights = (list(weights), list(weights.values())) if weights else (self.fmt_names, self.fmt_weights)
+        fmt = get_format(random.Random(f"fmt-{self.cfg.seed}-{draw}").choices(names, weights)[0])
         return [encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task)) for task, sample in pairs]
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -250,7 +259,7 @@ class Stage:
         return loss, {"ce": ce.detach()}
 
     def evaluate(self, model, processor, pairs) -> dict:
-        summary, _ = evaluate(model, processor, pairs, self.cfg.eval_format, progress=False)
+        summary, _ = evaluate_per_task(model, processor, pairs, self.cfg.eval_format, progress=False)
         return summary
 
     def save(self, model, processor, folder: Path) -> None:
