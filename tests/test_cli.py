@@ -100,7 +100,8 @@ def test_eval_reports_build_an_accuracy_vs_compute_plot(tmp_path, capsys):
     """Two evaluations into one report folder (greedy, then best-of-2) plot against each other."""
     report = tmp_path / "rep"
     for extra in ([], ["--search", "best_of:2", "--scorer", "likelihood"]):
-        code, _, err = run(capsys, "eval", "--task", "shapes", "--n", "16", "--quiet", "--report", str(report), *extra)
+        code, _, err = run(capsys, "eval", "--task", "shapes", "--n", "16", "--format", "direct", "--quiet",
+                           "--report", str(report), *extra)
         assert code == 0, err
     runs = [json.loads(line) for line in (report / "runs.jsonl").read_text().splitlines()]
     assert [r["name"] for r in runs] == ["direct", "direct best_of:2 likelihood"] and all(r["n"] == 16 for r in runs)
@@ -145,6 +146,13 @@ def test_a_model_answering_per_task_formats_is_evaluated_in_each(tmp_path, capsy
         out_json = tmp_path / f"{task}.json"
         code, _, _ = run(capsys, "eval", "--task", task, "--n", "3", "--quiet", "--model", str(model), "--json", str(out_json))
         assert code == 0 and json.loads(out_json.read_text())["format"] == expected
-    code, _, _ = run(capsys, "demo", "--n", "3", "--quiet", "--model", str(model), "--out", str(tmp_path / "demo"))
-    html = (tmp_path / "demo" / "report.html").read_text()
-    assert code == 0 and "&lt;think&gt;" in html or "<think>" in html  # shapes' outputs carry their reasoning
+    from vrm.eval.run import evaluate_per_task
+    from vrm.model import load_model
+    from vrm.tasks import eval_samples, get_task
+
+    loaded, processor = load_model(model)
+    pairs = [(t, s) for t in (get_task("shapes"), get_task("maze")) for s in eval_samples(t, n=3, seed=0)]
+    summary, records = evaluate_per_task(loaded, processor, pairs, loaded.config.answer_format, progress=False)
+    assert summary["n"] == 6 and [("think" in r.get("stages", {})) for r in records] == [True] * 3 + [False] * 3
+    code, out, _ = run(capsys, "demo", "--n", "3", "--quiet", "--model", str(model), "--out", str(tmp_path / "demo"))
+    assert code == 0 and "overall (n=" in out  # vrm demo: the same per-task formats (cmd_demo)
