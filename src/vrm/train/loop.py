@@ -224,12 +224,12 @@ class Stage:
     checkpoints hold. This default is the LLaVA recipe's (align, SFT): one format per micro-batch,
     cross-entropy on the target tokens, accuracy with ``cfg.eval_format``."""
 
+    own_loss = False  # a stage with a loss of its own (vision, mvot) takes no focal_gamma / token_weights
+
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.fmt_names, self.fmt_weights = list(cfg.formats), list(cfg.formats.values())
         self.vocab_weights = None  # set by `bind` when cfg.token_weights names any
-
-    own_loss = False  # a stage with a loss of its own (vision, mvot) takes no focal_gamma / token_weights
 
     def bind(self, processor) -> None:
         """What the stage needs from the run's processor before the first step."""
@@ -245,8 +245,8 @@ class Stage:
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         # One format per micro-batch: mixing a long caption into a batch of short answers
         # would pad every row to the caption's length. A task with task_formats draws from its own.
-        weights = self.cfg.task_formats.get(pairs[0][0].name)
-        names, weights = (list(weights), list(weights.values())) if weights else (self.fmt_names, self.fmt_weights)
+        own = self.cfg.task_formats.get(pairs[0][0].name)
+        names, weights = (list(own), list(own.values())) if own else (self.fmt_names, self.fmt_weights)
         fmt = get_format(random.Random(f"fmt-{self.cfg.seed}-{draw}").choices(names, weights)[0])
         return [encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task)) for task, sample in pairs]
 
