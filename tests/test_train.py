@@ -209,7 +209,7 @@ def test_focal_loss_by_hand():
     """Two target tokens (the prompt token's label is ignored): p = 0.5 and p = 0.9."""
     import math
 
-    from vrm.train.loop import focal_loss
+    from vrm.train.losses import focal_loss
 
     logits = torch.log(torch.tensor([[[1.0, 1.0, 0.0], [0.05, 0.9, 0.05], [1.0, 1.0, 1.0]]]))
     logits[0, 0, 2] = -1e9  # p(token 0) = 0.5 at position 0
@@ -240,7 +240,7 @@ def test_token_weights_make_a_weighted_mean_by_hand():
     """The same two targets (p = 0.5 for token 0, p = 0.9 for token 1); token 0 weighs 3."""
     import math
 
-    from vrm.train.loop import focal_loss
+    from vrm.train.losses import focal_loss
 
     logits = torch.log(torch.tensor([[[1.0, 1.0, 0.0], [0.05, 0.9, 0.05], [1.0, 1.0, 1.0]]]))
     logits[0, 0, 2] = -1e9
@@ -253,7 +253,7 @@ def test_token_weights_make_a_weighted_mean_by_hand():
 
 
 def test_vocab_weights_find_each_word_with_and_without_its_space():
-    from vrm.train.loop import vocab_weights
+    from vrm.train.losses import vocab_weights
 
     _, processor = load_model()
     tok = processor.tokenizer
