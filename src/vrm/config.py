@@ -1,7 +1,8 @@
 """Config from a YAML recipe plus ``key=value`` overrides, into a typed dataclass.
 
-Dotted keys reach nested fields (``tiny.lm_hidden=128``, ``tasks.shapes=2``); values are read as
-YAML (``steps=100`` is an int, ``trainable=[lm]`` a list), with YAML 1.2's booleans: only
+Dotted keys reach nested fields (``tiny.lm_hidden=128``, ``tasks.shapes=2``) and change only
+that entry; a key given a whole value replaces the recipe's (``tasks={shapes: 1}`` trains on shapes
+alone, ``token_weights={}`` clears them). Values are read as YAML (``steps=100`` is an int, ``trainable=[lm]`` a list), with YAML 1.2's booleans: only
 true/false, so ``token_weights={yes: 5}`` keeps the word "yes" (YAML 1.1 would make it True).
 Unknown keys are errors.
 """
@@ -45,25 +46,41 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise VrmError(f"expected key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = read_yaml(raw)
-        except yaml.YAMLError:
-            value = raw
+        *parents, last, value = _split(item)
         node = out
-        *parents, last = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
     return out
 
 
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+def _split(item: str) -> list[Any]:
+    """``"a.b=1"`` -> ``["a", "b", 1]``: the dotted key's parts, then the value read as YAML."""
+    if "=" not in item:
+        raise VrmError(f"expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = read_yaml(raw)
+    except yaml.YAMLError:
+        value = raw
+    return [*key.strip().split("."), value]
+
+
+def with_overrides(values: dict[str, Any], items: Sequence[str]) -> dict[str, Any]:
+    """``values`` with each ``key=value`` of ``items`` set at its dotted path, in order: the value
+    replaces what was there (a dict too), the entries beside it stay.
+
+    >>> with_overrides({"tasks": {"a": 1, "b": 2}, "w": {"yes": 5}}, ["tasks.a=3", "w={}"])
+    {'tasks': {'a': 3, 'b': 2}, 'w': {}}
+    """
+    out = dict(values)
+    for item in items:
+        *parents, last, value = _split(item)
+        node = out
+        for p in parents:
+            node[p] = dict(node[p]) if isinstance(node.get(p), dict) else {}
+            node = node[p]
+        node[last] = value
     return out
 
 
@@ -126,4 +143,4 @@ def load_config(cls: type[T], recipe: str | Path | None, section: str | None, ov
                 raise VrmError(f"{path}: no '{section}' section (has: {', '.join(data)})")
             data = data[section] or {}
         values = data
-    return build(cls, merge(values, parse_overrides(overrides)))
+    return build(cls, with_overrides(values, overrides))
