@@ -120,6 +120,18 @@ def test_config_overrides_and_errors(tmp_path):
         tiny_cfg(tmp_path, "progress=no")
 
 
+def test_overrides_replace_a_whole_value_and_reach_into_a_dotted_one(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sft:\n  tasks: {shapes: 2, easyvqa: 1}\n  token_weights: {yes: 10, no: 10}\n"
+                      "  tiny: {lm_hidden: 48, lm_layers: 1}\n")
+    base = load_config(SFTConfig, recipe, "sft")
+    assert (base.tasks, base.token_weights, base.tiny.lm_hidden) == ({"shapes": 2, "easyvqa": 1}, {"yes": 10, "no": 10}, 48)
+    cfg = load_config(SFTConfig, recipe, "sft", ["token_weights={}", "tasks.easyvqa=3", "tiny.lm_layers=2"])
+    assert (cfg.token_weights, cfg.tasks) == ({}, {"shapes": 2, "easyvqa": 3})
+    assert (cfg.tiny.lm_hidden, cfg.tiny.lm_layers) == (48, 2)  # the recipe's other tiny entries stay
+    assert load_config(SFTConfig, recipe, "sft", ["tasks={clevr: 1}"]).tasks == {"clevr": 1}
+
+
 def test_training_learns_and_freezes(tmp_path):
     cfg = tiny_cfg(tmp_path, "steps=30", "lr=3e-3", "warmup_steps=5", "eval_every=100", "save_every=100",
                    "trainable=[projector, lm]", "task_params={shapes: {families: [exists]}}", "answer_format=think")
@@ -289,3 +301,39 @@ def test_focal_training_logs_its_cross_entropy_beside_it(tmp_path):
     train(cfg)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(log) == 6 and all(0 < e["loss"] < e["ce"] for e in log)  # (1 - p)^2 < 1 on every token
+
+
+@pytest.mark.parametrize("extra", [[], ["token_weights={yes: 5, no: 3}"], ["focal_gamma=2"]])
+def test_length_groups_give_the_loss_and_gradient_of_one_padded_call(tmp_path, extra):
+    """A batch of short direct answers and long think targets, as one padded forward and as
+    length groups: the same loss and the same gradient (the groups' losses weighted by tokens)."""
+    from vrm.train.loop import Stage
+
+    from vrm.train.loop import set_trainable, train_mode
+
+    model, processor = load_model()
+    set_trainable(model, ["projector", "lm"])
+    train_mode(model)  # as sft trains: the frozen tower's batch norms keep their statistics
+    tasks = [get_task("shapes", families=["exists"], reasoning="checks")]
+    pairs = step_samples(tasks, [1.0], 0, 6, 0)
+    short = Stage(tiny_cfg(tmp_path, "formats={direct: 1}")).examples(processor, pairs[:3], 0)
+    long = Stage(tiny_cfg(tmp_path, "formats={think: 1}")).examples(processor, pairs[3:], 0)
+    examples = [long[0], short[0], long[1], short[1], short[2], long[2]]
+    assert max(len(e["input_ids"]) for e in long) > 2 * max(len(e["input_ids"]) for e in short)
+
+    def loss_and_grad(groups):
+        stage = Stage(tiny_cfg(tmp_path, f"length_groups={groups}", *extra))
+        stage.bind(processor)
+        model.zero_grad()
+        loss, named = stage.batch_loss(model, examples, processor.tokenizer.pad_token_id, "cpu")
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return loss.item(), grad, named
+
+    one, one_grad, one_named = loss_and_grad(1)
+    grouped, grouped_grad, grouped_named = loss_and_grad(3)
+    assert grouped == pytest.approx(one, rel=1e-5)
+    assert torch.allclose(grouped_grad, one_grad, rtol=1e-4, atol=1e-6)
+    assert grouped_named.keys() == one_named.keys()
+    for k in one_named:
+        assert float(grouped_named[k]) == pytest.approx(float(one_named[k]), rel=1e-5)

@@ -28,7 +28,7 @@ from vrm.formats import FORMATS, format_names, get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm, unused_vision_parameters
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
-from vrm.train.data import collate, encode, step_samples
+from vrm.train.data import IGNORE, collate, encode, length_groups, step_samples
 from vrm.train.losses import focal_loss, vocab_weights
 
 PARTS = ("vision", "projector", "lm")
@@ -58,6 +58,7 @@ class TrainConfig:
     vision_lr: float = 0.0  # the vision tower's learning rate; 0: the same as lr
     warmup_steps: int = 100
     one_task_per_batch: bool = False  # each micro-batch from one task: long-question tasks pad only their own
+    length_groups: int = 4  # a batch runs as up to this many forward calls of similar-length rows (same loss, less padding); 1: one call
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # bf16 autocast is ~17x slower on CPUs without AVX512-BF16
@@ -82,8 +83,8 @@ class TrainConfig:
             raise ValueError(f"task_formats names tasks not in tasks: {sorted(set(self.task_formats) - set(self.tasks))}")
         if any(not w > 0 for w in self.token_weights.values()):
             raise ValueError(f"token_weights must be > 0, got {self.token_weights}")
-        if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every) < 1:
-            raise ValueError("steps, batch_size, grad_accum, save_every and eval_every must be >= 1")
+        if min(self.steps, self.batch_size, self.grad_accum, self.save_every, self.eval_every, self.length_groups) < 1:
+            raise ValueError("steps, batch_size, grad_accum, save_every, eval_every and length_groups must be >= 1")
 
 
 def check_model_fields(cfg) -> None:
@@ -224,6 +225,28 @@ class Stage:
         loss, ce = focal_loss(logits, batch["labels"], self.cfg.focal_gamma, self.vocab_weights)
         return loss, {"ce": ce.detach()}
 
+    def batch_loss(self, model, examples: list[dict], pad_id: int, device) -> tuple[torch.Tensor, dict]:
+        """`loss` over a whole batch, run as `length_groups` forward calls of similar-length rows.
+        The token-mean loss of the batch is the groups' losses weighted by their target weight
+        (tokens, or their `token_weights`), so the result and its gradient are those of one padded
+        call. A stage with its own loss runs one call."""
+        groups = [list(range(len(examples)))]
+        if not self.own_loss and self.cfg.length_groups > 1:
+            groups = length_groups([len(e["input_ids"]) for e in examples], self.cfg.length_groups)
+        total, weight, tokens, parts = 0.0, 0.0, 0, {}
+        for group in groups:
+            batch = {k: v.to(device) for k, v in collate([examples[i] for i in group], pad_id).items()}
+            loss, named = self.loss(model, batch)
+            if len(groups) == 1:
+                return loss, named
+            targets = batch["labels"][:, 1:]
+            targets = targets[targets != IGNORE]
+            w = self.vocab_weights.to(targets.device)[targets].sum() if self.vocab_weights is not None else targets.numel()
+            total, weight, tokens = total + loss * w, weight + w, tokens + targets.numel()
+            for k, v in named.items():
+                parts[k] = parts.get(k, 0.0) + v * targets.numel()
+        return total / weight, {k: v / tokens for k, v in parts.items()}
+
     def evaluate(self, model, processor, pairs) -> dict:
         summary, _ = evaluate_per_task(model, processor, pairs, self.cfg.eval_format, progress=False)
         return summary
@@ -332,8 +355,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
                 pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index,
                                      cfg.one_task_per_batch)
                 examples = stage.examples(processor, pairs, draw)
-                batch = {k: v.to(accelerator.device) for k, v in collate(examples, pad_id).items()}
-                loss, named = stage.loss(model, batch)
+                loss, named = stage.batch_loss(model, examples, pad_id, accelerator.device)
                 for k, v in named.items():
                     parts.setdefault(k, []).append(float(v))
                 accelerator.backward(loss)
