@@ -107,15 +107,18 @@ class EasyVQATask:
 
     def explain(self, sample: Sample) -> Explanation:
         """One shape: name it, then read the answer off it. With ``reasoning="checks"`` a yes/no
-        question checks the one word it asks about against the shape ("Checking red yes.": the
-        decision right after the word, one attention hop from the same word in the sentence before
-        it), then applies its "not", if any.
+        question checks the one word it asks about against the shape's word of the same kind
+        ("Checking for red: blue no."), then applies its "not", if any. The decision follows the
+        shape's own word and judges whether it is the asked word, which the question and the check
+        both hold, as shapes' checks do. The earlier "Checking red yes." judged whether the asked
+        word occurs in the caption while it always occurs in the question: 37 of the 38 yes/no
+        errors in 1,000 test questions came after a right caption.
 
         >>> t = EasyVQATask.__new__(EasyVQATask); t.name, t.reasoning = "easyvqa", "checks"
         >>> s = Sample("x", None, "Is there not a red shape?", "no", "easyvqa", "yes_no", None,
         ...            {"shape": "circle", "colour": "red"})
         >>> t.explain(s).steps
-        ['The image shows a red circle.', 'Checking red yes.', 'The question asks for none, so the answer is no.']
+        ['The image shows a red circle.', 'Checking for red: red yes.', 'The question asks for none, so the answer is no.']
         """
         shape, colour = sample.trace.get("shape"), sample.trace.get("colour")
         seen = " ".join(w for w in (colour, shape) if w) or "coloured shape"
@@ -123,9 +126,10 @@ class EasyVQATask:
             steps = [f"The image shows a {seen}."]
             word, negated = asked_word(sample.question)
             if self.reasoning == "checks" and word and (shape if word in SHAPES else colour):
-                hit = word in (colour, shape)
+                own = colour if word in COLOURS else shape
+                hit = own == word
                 if ("yes" if hit != negated else "no") == sample.answer:
-                    steps.append(f"Checking {word} {'yes' if hit else 'no'}.")
+                    steps.append(f"Checking for {word}: {own} {'yes' if hit else 'no'}.")
                     if negated:
                         steps.append(f"The question asks for none, so the answer is {sample.answer}.")
             return Explanation("I will check the shape against the question.", self.caption(sample), steps,
