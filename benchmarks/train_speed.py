@@ -1,16 +1,22 @@
 """How fast does vrm train and generate on this CPU, and how close is training to the hardware ceiling?
 
     .venv/bin/python benchmarks/train_speed.py [--model PATH] [--batch-size 32] [--steps N]
-                                               [--threads 2] [--quick]
+                                               [--threads 2] [--length-groups 4]
+                                               [--recipe recipes/tiny.yaml --section sft] [--quick]
 
 What it measures, in one process (so every number shares the same threads and machine load):
 
 1. Ceiling: dense fp32 GEMM FLOP/s from ``torch.matmul`` of n x n matrices (n = 1024, 1536, 2048);
-   the median of several repeats per size, best size wins. Nothing this process does in fp32 can
+   the median of several repeats per size, best size wins; measured before and again after the
+   training steps, and the higher of the two is the ceiling (on a shared machine a busy moment
+   lowers one measurement; the higher one makes MFU the conservative figure). Nothing this process does in fp32 can
    be faster, so ``MFU = model FLOP/s / ceiling`` is the fraction of the machine training uses.
 2. SFT training: the tiny-recipe step (every part trainable, AdamW fp32, grad-norm clip 1.0) on
-   `direct`-format batches of shapes + easyvqa, timed per phase: data (sample + encode + collate),
-   forward, backward, optimizer. Medians over ``--steps`` timed steps after warm-up steps.
+   `direct`-format batches of shapes + easyvqa (or a recipe section's tasks and format mix:
+   ``--recipe R --section S``), through the training loop's own code (`Stage.examples`,
+   `Stage.batch_loss`: ``--length-groups`` forward calls per batch), timed per phase: data
+   (sample + encode), forward (collate included), backward, optimizer. Medians over ``--steps``
+   timed steps after warm-up steps (means too: a format mix has short and long steps).
    tokens/s counts non-padding tokens (image tokens included) over the whole step, data included.
 3. Where the time goes: one extra step under torch.profiler gives the fraction of forward+backward
    spent in matmul kernels (self time of mm/addmm/bmm/convolution/SDPA ops), applied to the median
@@ -39,9 +45,11 @@ import torch
 from vrm.infer.generate import prompt_text, stop_ids
 from vrm.model import TinyVLMConfig, build_tiny_vlm, load_model
 from vrm.model.build import unused_vision_parameters
-from vrm.tasks import get_task
-from vrm.train.data import collate, encode, step_samples
-from vrm.train.loop import corpus, part_of
+from vrm.config import load_config
+from vrm.train.data import Prefetcher, length_groups, step_samples
+from vrm.train.loop import config_tasks, corpus, part_of
+from vrm.train.stage import Stage
+from vrm.train.sft import SFTConfig
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
               "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
@@ -99,17 +107,14 @@ def step_flops(model, n: dict[str, int], lengths: list[int]) -> float:
     return len(lengths) * per_image + lm
 
 
-def make_batch(processor, tasks, step: int, batch_size: int, pad_id: int) -> dict[str, torch.Tensor]:
-    pairs = step_samples(tasks, [1.0] * len(tasks), step, batch_size, seed=0)
-    return collate([encode(processor, s, s.question, s.answer) for _, s in pairs], pad_id)
-
-
-def train_step(model, optimizer, params, processor, tasks, step, batch_size, pad_id) -> dict:
-    """One SFT step, timed per phase (seconds), plus its token counts."""
+def train_step(model, optimizer, params, stage, batches, step, pad_id) -> dict:
+    """One SFT step as the training loop runs it, timed per phase (seconds), plus its token counts.
+    ``batches`` makes the next step's examples in the background (`Prefetcher`) unless it is None."""
+    cfg = stage.cfg
     t0 = time.perf_counter()
-    batch = make_batch(processor, tasks, step, batch_size, pad_id)
+    examples = batches.get(step, step + 1)
     t1 = time.perf_counter()
-    loss = model(**batch).loss
+    loss, _ = stage.batch_loss(model, examples, pad_id, "cpu")
     t2 = time.perf_counter()
     loss.backward()
     t3 = time.perf_counter()
@@ -117,12 +122,14 @@ def train_step(model, optimizer, params, processor, tasks, step, batch_size, pad
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     t4 = time.perf_counter()
-    mask = batch["attention_mask"]
-    return {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3,
-            "total": t4 - t0, "lengths": mask.sum(1).tolist(), "padded": mask.numel(), "loss": loss.item()}
+    lengths = [len(e["input_ids"]) for e in examples]
+    groups = length_groups(lengths, cfg.length_groups) if cfg.length_groups > 1 else [range(len(lengths))]
+    return {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3, "total": t4 - t0,
+            "lengths": lengths, "padded": sum(len(g) * max(lengths[i] for i in g) for g in groups),
+            "loss": loss.item()}
 
 
-def matmul_fraction(model, optimizer, params, processor, tasks, step, batch_size, pad_id) -> float:
+def matmul_fraction(model, optimizer, params, stage, batches, step, pad_id) -> float:
     """Share of forward+backward time spent in matmul kernels, from one profiled step.
 
     All matmuls run in forward/backward; the profiler slows the many small non-matmul ops more
@@ -131,7 +138,7 @@ def matmul_fraction(model, optimizer, params, processor, tasks, step, batch_size
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        r = train_step(model, optimizer, params, processor, tasks, step, batch_size, pad_id)
+        r = train_step(model, optimizer, params, stage, batches, step, pad_id)
     mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
     return min(mm / (r["forward"] + r["backward"]), 1.0)
 
@@ -168,6 +175,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=None, help="timed training steps (default 20, quick 3)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--length-groups", type=int, default=SFTConfig.length_groups,
+                    help="forward calls per batch, rows grouped by length (1: one padded call)")
+    ap.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                    help="make each batch in the step (as before the loop's background prefetch)")
+    ap.add_argument("--recipe", help="train on this recipe section's tasks and formats (with --section)")
+    ap.add_argument("--section", default="sft")
     ap.add_argument("--gen-tokens", type=int, default=None, help="new tokens per row (default 32, quick 8)")
     ap.add_argument("--quick", action="store_true", help="few steps and repeats: a smoke test, not a measurement")
     args = ap.parse_args()
@@ -179,14 +192,22 @@ def main() -> None:
     gen_repeats = 2 if q else 5
 
     print(f"threads={args.threads} batch={args.batch_size} steps={steps} (+{warmup} warm-up)", flush=True)
-    ceiling = gemm_ceiling([1024] if q else [1024, 1536, 2048], 3 if q else 7)
-    print(f"fp32 GEMM ceiling: {ceiling / 1e9:.1f} GFLOP/s", flush=True)
+    gemm_sizes, gemm_repeats = ([1024], 3) if q else ([1024, 1536, 2048], 7)
+    ceiling_before = gemm_ceiling(gemm_sizes, gemm_repeats)
+    print(f"fp32 GEMM ceiling: {ceiling_before / 1e9:.1f} GFLOP/s", flush=True)
 
-    tasks = [get_task("shapes"), get_task("easyvqa", split="train")]
+    overrides = [f"batch_size={args.batch_size}", f"length_groups={args.length_groups}", "model=scratch"]
+    if args.recipe:
+        cfg = load_config(SFTConfig, args.recipe, args.section, overrides)
+    else:
+        cfg = load_config(SFTConfig, None, None, [*overrides, "tasks={shapes: 1, easyvqa: 1}", "formats={direct: 1}"])
+    tasks = config_tasks(cfg)
+    stage = Stage(cfg)
     if args.model:
         model, processor = load_model(args.model)
     else:
         model, processor = build_tiny_vlm(TinyVLMConfig(), corpus(tasks, n=300))
+    stage.bind(processor)
     if model.config.model_type != "llava":
         raise SystemExit(f"FLOP counting knows the LLaVA layout only, not {model.config.model_type!r}")
     n = matmul_params(model)
@@ -197,15 +218,25 @@ def main() -> None:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # tiny recipe: every part trains
     optimizer = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.98), weight_decay=0.0)
+    cfg = stage.cfg
+
+    def make(step: int) -> list[dict]:
+        pairs = step_samples(tasks, list(cfg.tasks.values()), step, cfg.batch_size, 0, cfg.one_task_per_batch)
+        return stage.examples(processor, pairs, step)
+
+    batches = Prefetcher(make, background=args.prefetch)
     results = []
     for step in range(warmup + steps):
-        r = train_step(model, optimizer, params, processor, tasks, step, args.batch_size, pad_id)
+        r = train_step(model, optimizer, params, stage, batches, step, pad_id)
         r["flops"] = step_flops(model, n, r["lengths"])
         if step >= warmup:
             results.append(r)
         print(f"  step {step + 1}/{warmup + steps}{' (warm-up)' if step < warmup else ''}: "
               f"{r['total']:.2f}s loss {r['loss']:.3f}", flush=True)
-    mm_frac = matmul_fraction(model, optimizer, params, processor, tasks, warmup + steps, args.batch_size, pad_id)
+    mm_frac = matmul_fraction(model, optimizer, params, stage, batches, warmup + steps, pad_id)
+    batches.close()
+    ceiling_after = gemm_ceiling(gemm_sizes, gemm_repeats)
+    ceiling = max(ceiling_before, ceiling_after)
 
     med = {k: statistics.median(r[k] for r in results) for k in ("data", "forward", "backward", "optimizer", "total")}
     tokens = statistics.median(sum(r["lengths"]) for r in results)
@@ -224,12 +255,14 @@ def main() -> None:
     gen16 = generation_speed(model, processor, gen_samples, 16, gen_tokens, gen_repeats)
 
     rows = [
-        ("fp32 GEMM ceiling", f"{ceiling / 1e9:.1f} GFLOP/s"),
+        ("fp32 GEMM ceiling", f"{ceiling / 1e9:.1f} GFLOP/s (before / after training: "
+                              f"{ceiling_before / 1e9:.1f} / {ceiling_after / 1e9:.1f})"),
         ("tokens / step (non-padding)", f"{tokens:.0f} of {padded:.0f} padded ({100 * tokens / padded:.0f}%)"),
         ("model FLOPs / step", f"{flops / 1e9:.2f} GFLOP"),
         ("step time (median)", f"{med['total']:.3f} s"),
         ("  data / fwd / bwd / opt", " / ".join(f"{med[k]:.3f}" for k in ("data", "forward", "backward", "optimizer")) + " s"),
-        ("SFT train tokens/s", f"{tokens / med['total']:.0f}"),
+        ("SFT train tokens/s", f"{tokens / med['total']:.0f} (median step); "
+                               f"{sum(sum(r['lengths']) for r in results) / sum(r['total'] for r in results):.0f} (all steps)"),
         ("SFT train samples/s", f"{args.batch_size / med['total']:.1f}"),
         ("model FLOP/s", f"{flops / med['total'] / 1e9:.2f} GFLOP/s"),
         ("MFU (whole step)", f"{100 * mfu:.1f}% of ceiling"),

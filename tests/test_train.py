@@ -234,7 +234,7 @@ def test_focal_loss_by_hand():
 
 
 def test_task_formats_give_each_tasks_batches_their_own_format(tmp_path):
-    from vrm.train.loop import Stage
+    from vrm.train.stage import Stage
 
     cfg = tiny_cfg(tmp_path, "tasks={shapes: 1, maze: 1}", "one_task_per_batch=true", "formats={direct: 1}",
                    "task_formats={shapes: {think: 1}}")
@@ -307,7 +307,7 @@ def test_focal_training_logs_its_cross_entropy_beside_it(tmp_path):
 def test_length_groups_give_the_loss_and_gradient_of_one_padded_call(tmp_path, extra):
     """A batch of short direct answers and long think targets, as one padded forward and as
     length groups: the same loss and the same gradient (the groups' losses weighted by tokens)."""
-    from vrm.train.loop import Stage
+    from vrm.train.stage import Stage
 
     from vrm.train.loop import set_trainable, train_mode
 

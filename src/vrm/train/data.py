@@ -8,7 +8,8 @@ batches an uninterrupted one would: no repeated or lost data.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Callable, Sequence
 
 import torch
 
@@ -65,6 +66,38 @@ def encode_text(processor, image, prompt: str, target: str) -> dict[str, torch.T
         if key in enc:
             out[key] = torch.cat([enc.pop(key), torch.zeros_like(target)], dim=1)[0]
     return {**out, **enc}
+
+
+class Prefetcher:
+    """Makes the next batch (``make(draw)``: sample, render, tokenize) in a background thread while
+    the current one trains; torch's kernels release the GIL, so the two overlap. Batches are pure
+    functions of their draw, so what each step gets is unchanged. Call `settle` before anything
+    else uses the processor (evaluation): tokenizers are not safe to share across threads.
+    ``background=False`` makes each batch when it is asked for (for comparison)."""
+
+    def __init__(self, make: Callable[[int], list], background: bool = True):
+        self._make = make
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vrm-batches")
+        self._pending: dict[int, Future] = {}
+        self._background = background
+
+    def get(self, draw: int, next_draw: int | None = None) -> list:
+        """The batch of ``draw`` (its error, if making it failed), then start on ``next_draw``."""
+        if not self._background:
+            return self._make(draw)
+        future = self._pending.pop(draw, None) or self._pool.submit(self._make, draw)
+        batch = future.result()
+        if next_draw is not None and next_draw not in self._pending:
+            self._pending[next_draw] = self._pool.submit(self._make, next_draw)
+        return batch
+
+    def settle(self) -> None:
+        """Wait until no batch is being made (errors stay for `get` to raise)."""
+        wait(list(self._pending.values()))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
 
 
 def length_groups(lengths: Sequence[int], max_groups: int, overhead: int = 64) -> list[list[int]]:

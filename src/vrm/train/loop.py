@@ -2,7 +2,8 @@
 
 Checkpoints are accelerate states (model, optimiser, scheduler, RNG) written to a temporary folder
 and renamed, so a kill at any moment leaves the previous checkpoint whole. Batches are a pure
-function of (seed, step): a resumed run continues with exactly the next step's data.
+function of (seed, step): a resumed run continues with exactly the next step's data, and the next
+step's batch is made in a background thread while this one trains.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,14 +22,13 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vrm import VrmError
-from vrm.eval.run import evaluate_per_task
 from vrm.files import write_atomic
 from vrm.formats import FORMATS, format_names, get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm, unused_vision_parameters
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
-from vrm.train.data import IGNORE, collate, encode, length_groups, step_samples
-from vrm.train.losses import focal_loss, vocab_weights
+from vrm.train.data import Prefetcher, step_samples
+from vrm.train.stage import Stage
 
 PARTS = ("vision", "projector", "lm")
 
@@ -166,7 +165,7 @@ def corpus(tasks, n: int = 3000) -> list[str]:
     return texts
 
 
-def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: "Stage | None" = None):
+def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: Stage | None = None):
     """The starting weights, saved once under ``out/base`` so a resumed run rebuilds the same model.
 
     ``stage.prepare`` changes them once before that save (e.g. MVoT adds image-code tokens)."""
@@ -184,75 +183,6 @@ def base_model(cfg: TrainConfig, tasks, out: Path, main: bool, stage: "Stage | N
             (stage.save if stage is not None else save_model)(model, processor, base)
         return model, processor
     return load_model(base)
-
-
-class Stage:
-    """What a stage plugs into the shared loop: its examples, its loss, its evaluation and what its
-    checkpoints hold. This default is the LLaVA recipe's (align, SFT): one format per micro-batch,
-    cross-entropy on the target tokens, accuracy with ``cfg.eval_format``."""
-
-    own_loss = False  # a stage with a loss of its own (vision, mvot) takes no focal_gamma / token_weights
-
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-        self.fmt_names, self.fmt_weights = list(cfg.formats), list(cfg.formats.values())
-        self.vocab_weights = None  # set by `bind` when cfg.token_weights names any
-
-    def bind(self, processor) -> None:
-        """What the stage needs from the run's processor before the first step."""
-        if self.own_loss and (self.cfg.focal_gamma or self.cfg.token_weights):
-            raise VrmError(f"focal_gamma and token_weights apply to align and sft; {type(self).__name__} has its own loss")
-        if self.cfg.token_weights:
-            self.vocab_weights = vocab_weights(processor.tokenizer, self.cfg.token_weights)
-
-    def prepare(self, model, processor):
-        """Change the starting weights once, before they are saved as the run's base."""
-        return model, processor
-
-    def examples(self, processor, pairs, draw: int) -> list[dict]:
-        # One format per micro-batch: mixing a long caption into a batch of short answers
-        # would pad every row to the caption's length. A task with task_formats draws from its own.
-        own = self.cfg.task_formats.get(pairs[0][0].name)
-        names, weights = (list(own), list(own.values())) if own else (self.fmt_names, self.fmt_weights)
-        fmt = get_format(random.Random(f"fmt-{self.cfg.seed}-{draw}").choices(names, weights)[0])
-        return [encode(processor, sample, fmt.prompt(sample), fmt.target(sample, task)) for task, sample in pairs]
-
-    def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
-        """The loss to minimise and named parts to log."""
-        if not self.cfg.focal_gamma and self.vocab_weights is None:
-            return model(**batch).loss, {}
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss, ce = focal_loss(logits, batch["labels"], self.cfg.focal_gamma, self.vocab_weights)
-        return loss, {"ce": ce.detach()}
-
-    def batch_loss(self, model, examples: list[dict], pad_id: int, device) -> tuple[torch.Tensor, dict]:
-        """`loss` over a whole batch, run as `length_groups` forward calls of similar-length rows.
-        The token-mean loss of the batch is the groups' losses weighted by their target weight
-        (tokens, or their `token_weights`), so the result and its gradient are those of one padded
-        call. A stage with its own loss runs one call."""
-        groups = [list(range(len(examples)))]
-        if not self.own_loss and self.cfg.length_groups > 1:
-            groups = length_groups([len(e["input_ids"]) for e in examples], self.cfg.length_groups)
-        total, weight, tokens, parts = 0.0, 0.0, 0, {}
-        for group in groups:
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in group], pad_id).items()}
-            loss, named = self.loss(model, batch)
-            if len(groups) == 1:
-                return loss, named
-            targets = batch["labels"][:, 1:]
-            targets = targets[targets != IGNORE]
-            w = self.vocab_weights.to(targets.device)[targets].sum() if self.vocab_weights is not None else targets.numel()
-            total, weight, tokens = total + loss * w, weight + w, tokens + targets.numel()
-            for k, v in named.items():
-                parts[k] = parts.get(k, 0.0) + v * targets.numel()
-        return total / weight, {k: v / tokens for k, v in parts.items()}
-
-    def evaluate(self, model, processor, pairs) -> dict:
-        summary, _ = evaluate_per_task(model, processor, pairs, self.cfg.eval_format, progress=False)
-        return summary
-
-    def save(self, model, processor, folder: Path) -> None:
-        save_model(model, processor, folder)
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -338,7 +268,16 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id
 
+    def make_batch(draw: int) -> list[dict]:
+        pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index,
+                             cfg.one_task_per_batch)
+        return stage.examples(processor, pairs, draw)
+
+    batches = Prefetcher(make_batch)
+    last_draw = cfg.steps * cfg.grad_accum - 1
+
     def run_eval(step: int) -> dict:
+        batches.settle()  # the processor is the evaluation's now
         model.eval()
         pairs = [(t, s) for t in eval_tasks for s in eval_samples(t, n=cfg.eval_n, seed=0)]
         with accelerator.autocast():
@@ -352,9 +291,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         for micro in range(cfg.grad_accum):
             with accelerator.accumulate(model):
                 draw = step * cfg.grad_accum + micro
-                pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index,
-                                     cfg.one_task_per_batch)
-                examples = stage.examples(processor, pairs, draw)
+                examples = batches.get(draw, draw + 1 if draw < last_draw else None)
                 loss, named = stage.batch_loss(model, examples, pad_id, accelerator.device)
                 for k, v in named.items():
                     parts.setdefault(k, []).append(float(v))
@@ -386,6 +323,7 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         if done_steps % cfg.save_every == 0 or done_steps == cfg.steps:
             save_checkpoint(accelerator, out, done_steps, cfg.keep_checkpoints)
     bar.close()
+    batches.close()
 
     final = out / "final"
     accelerator.wait_for_everyone()

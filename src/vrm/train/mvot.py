@@ -30,7 +30,8 @@ from vrm.infer.generate import prompt_text
 from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids
 from vrm.model.load import save_model
 from vrm.train.data import encode_text
-from vrm.train.loop import Stage, TrainConfig, train
+from vrm.train.loop import TrainConfig, train
+from vrm.train.stage import Stage
 
 DISCREPANCIES = ("mse", "euclidean")
 

@@ -41,7 +41,8 @@ from vrm import VrmError
 from vrm.model.build import hold_free_units_at_zero
 from vrm.tasks.base import object_words
 from vrm.train.data import IGNORE
-from vrm.train.loop import Stage, TrainConfig, config_tasks, train
+from vrm.train.loop import TrainConfig, config_tasks, train
+from vrm.train.stage import Stage
 
 TARGETS = ("tied", "random")  # what the image features are scored against (see target_table)
 OBJ_MAX, WORDS_MAX = 16, 8  # located objects per image, words per object (dense loss)
