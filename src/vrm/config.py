@@ -1,9 +1,10 @@
 """Config from a YAML recipe plus ``key=value`` overrides, into a typed dataclass.
 
 Dotted keys reach nested fields (``tiny.lm_hidden=128``, ``tasks.shapes=2``) and change only
-that entry; a key given a whole value replaces the recipe's (``tasks={shapes: 1}`` trains on shapes
-alone, ``token_weights={}`` clears them). Values are read as YAML (``steps=100`` is an int, ``trainable=[lm]`` a list), with YAML 1.2's booleans: only
-true/false, so ``token_weights={yes: 5}`` keeps the word "yes" (YAML 1.1 would make it True).
+that entry; a key given a whole value replaces the recipe's (``tasks={shapes: 1}`` trains on
+shapes alone, ``token_weights={}`` clears them). Values are read as YAML (``steps=100`` is an int,
+``trainable=[lm]`` a list), with YAML 1.2's booleans: only true/false, so
+``token_weights={yes: 5}`` keeps the word "yes" (YAML 1.1 would make it True).
 Unknown keys are errors.
 """
 
