@@ -269,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
                                       "or teach it visual thoughts (vq: the image tokenizer, then mvot)")
     t.add_argument("stage", choices=["vision", "align", "sft", "reasoning", "grpo", "vq", "mvot", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
-    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2 (one entry); \"tasks={shapes: 1}\" replaces the whole value")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
