@@ -9,7 +9,8 @@ What it measures, in one process (so every number shares the same threads and ma
 1. Ceiling: dense fp32 GEMM FLOP/s from ``torch.matmul`` of n x n matrices (n = 1024, 1536, 2048);
    the median of several repeats per size, best size wins; measured before and again after the
    training steps, and the higher of the two is the ceiling (on a shared machine a busy moment
-   lowers one measurement; the higher one makes MFU the conservative figure). Nothing this process does in fp32 can
+   lowers one measurement; the higher one makes MFU the conservative figure). Nothing this
+   process does in fp32 can
    be faster, so ``MFU = model FLOP/s / ceiling`` is the fraction of the machine training uses.
 2. SFT training: the tiny-recipe step (every part trainable, AdamW fp32, grad-norm clip 1.0) on
    `direct`-format batches of shapes + easyvqa (or a recipe section's tasks and format mix:
@@ -46,7 +47,7 @@ from vrm.infer.generate import prompt_text, stop_ids
 from vrm.model import TinyVLMConfig, build_tiny_vlm, load_model
 from vrm.model.build import unused_vision_parameters
 from vrm.config import load_config
-from vrm.train.data import Prefetcher, length_groups, step_samples
+from vrm.train.data import Prefetcher
 from vrm.train.loop import config_tasks, corpus, part_of
 from vrm.train.stage import Stage
 from vrm.train.sft import SFTConfig
@@ -109,8 +110,8 @@ def step_flops(model, n: dict[str, int], lengths: list[int]) -> float:
 
 def train_step(model, optimizer, params, stage, batches, step, pad_id) -> dict:
     """One SFT step as the training loop runs it, timed per phase (seconds), plus its token counts.
-    ``batches`` makes the next step's examples in the background (`Prefetcher`) unless it is None."""
-    cfg = stage.cfg
+    ``batches`` (a `Prefetcher`) makes the next step's examples, in the background unless
+    ``--no-prefetch``."""
     t0 = time.perf_counter()
     examples = batches.get(step, step + 1)
     t1 = time.perf_counter()
@@ -123,7 +124,7 @@ def train_step(model, optimizer, params, stage, batches, step, pad_id) -> dict:
     optimizer.zero_grad(set_to_none=True)
     t4 = time.perf_counter()
     lengths = [len(e["input_ids"]) for e in examples]
-    groups = length_groups(lengths, cfg.length_groups) if cfg.length_groups > 1 else [range(len(lengths))]
+    groups = stage.groups(lengths)
     return {"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3, "total": t4 - t0,
             "lengths": lengths, "padded": sum(len(g) * max(lengths[i] for i in g) for g in groups),
             "loss": loss.item()}
@@ -218,13 +219,7 @@ def main() -> None:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # tiny recipe: every part trains
     optimizer = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.98), weight_decay=0.0)
-    cfg = stage.cfg
-
-    def make(step: int) -> list[dict]:
-        pairs = step_samples(tasks, list(cfg.tasks.values()), step, cfg.batch_size, 0, cfg.one_task_per_batch)
-        return stage.examples(processor, pairs, step)
-
-    batches = Prefetcher(make, background=args.prefetch)
+    batches = Prefetcher(lambda step: stage.batch_examples(processor, tasks, step, 0), background=args.prefetch)
     results = []
     for step in range(warmup + steps):
         r = train_step(model, optimizer, params, stage, batches, step, pad_id)

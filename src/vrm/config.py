@@ -45,14 +45,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     >>> parse_overrides(["steps=10", "tiny.lm_hidden=64", "tasks={shapes: 1}"])
     {'steps': 10, 'tiny': {'lm_hidden': 64}, 'tasks': {'shapes': 1}}
     """
-    out: dict[str, Any] = {}
-    for item in items:
-        *parents, last, value = _split(item)
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return out
+    return with_overrides({}, items)
 
 
 def _split(item: str) -> list[Any]:

@@ -77,13 +77,12 @@ class Prefetcher:
 
     def __init__(self, make: Callable[[int], list], background: bool = True):
         self._make = make
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vrm-batches")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vrm-batches") if background else None
         self._pending: dict[int, Future] = {}
-        self._background = background
 
     def get(self, draw: int, next_draw: int | None = None) -> list:
         """The batch of ``draw`` (its error, if making it failed), then start on ``next_draw``."""
-        if not self._background:
+        if self._pool is None:
             return self._make(draw)
         future = self._pending.pop(draw, None) or self._pool.submit(self._make, draw)
         batch = future.result()
@@ -96,7 +95,8 @@ class Prefetcher:
         wait(list(self._pending.values()))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
 
 

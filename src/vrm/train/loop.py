@@ -27,7 +27,7 @@ from vrm.formats import FORMATS, format_names, get_format
 from vrm.model.build import TinyVLMConfig, build_tiny_vlm, unused_vision_parameters
 from vrm.model.load import load_model, save_model
 from vrm.tasks import eval_samples, get_task
-from vrm.train.data import Prefetcher, step_samples
+from vrm.train.data import Prefetcher
 from vrm.train.stage import Stage
 
 PARTS = ("vision", "projector", "lm")
@@ -237,7 +237,6 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2, default=str))
     tasks = config_tasks(cfg)
-    weights = list(cfg.tasks.values())
     model, processor = base_model(cfg, tasks, out, main, stage)
     stage.bind(processor)
     accelerator.wait_for_everyone()
@@ -268,12 +267,8 @@ def train(cfg: TrainConfig, stage: Stage | None = None) -> Path:
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id
 
-    def make_batch(draw: int) -> list[dict]:
-        pairs = step_samples(tasks, weights, draw, cfg.batch_size, cfg.seed * 1000 + accelerator.process_index,
-                             cfg.one_task_per_batch)
-        return stage.examples(processor, pairs, draw)
-
-    batches = Prefetcher(make_batch)
+    seed = cfg.seed * 1000 + accelerator.process_index
+    batches = Prefetcher(lambda draw: stage.batch_examples(processor, tasks, draw, seed))
     last_draw = cfg.steps * cfg.grad_accum - 1
 
     def run_eval(step: int) -> dict:

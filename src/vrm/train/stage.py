@@ -14,7 +14,7 @@ from vrm import VrmError
 from vrm.eval.run import evaluate_per_task
 from vrm.formats import get_format
 from vrm.model.load import save_model
-from vrm.train.data import IGNORE, collate, encode, length_groups
+from vrm.train.data import IGNORE, collate, encode, length_groups, step_samples
 from vrm.train.losses import focal_loss, vocab_weights
 
 if TYPE_CHECKING:
@@ -44,6 +44,12 @@ class Stage:
         """Change the starting weights once, before they are saved as the run's base."""
         return model, processor
 
+    def batch_examples(self, processor, tasks, draw: int, seed: int) -> list[dict]:
+        """The examples of draw ``draw``: its samples from ``tasks`` by ``cfg.tasks``' weights, encoded."""
+        pairs = step_samples(tasks, list(self.cfg.tasks.values()), draw, self.cfg.batch_size, seed,
+                             self.cfg.one_task_per_batch)
+        return self.examples(processor, pairs, draw)
+
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         # One format per micro-batch: mixing a long caption into a batch of short answers
         # would pad every row to the caption's length. A task with task_formats draws from its own.
@@ -66,9 +72,7 @@ class Stage:
         (tokens, or their `token_weights`), so the result and its gradient are those of one padded
         call (a trainable batch-norm tower aside: it normalises each group over its own rows). A
         stage with its own loss runs one call."""
-        groups = [list(range(len(examples)))]
-        if not self.own_loss and self.cfg.length_groups > 1:
-            groups = length_groups([len(e["input_ids"]) for e in examples], self.cfg.length_groups)
+        groups = self.groups([len(e["input_ids"]) for e in examples])
         total, weight, tokens, parts = 0.0, 0.0, 0, {}
         for group in groups:
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in group], pad_id).items()}
@@ -82,6 +86,12 @@ class Stage:
             for k, v in named.items():
                 parts[k] = parts.get(k, 0.0) + v * targets.numel()
         return total / weight, {k: v / tokens for k, v in parts.items()}
+
+    def groups(self, lengths: list[int]) -> list[list[int]]:
+        """How `batch_loss` splits rows of these token lengths into forward calls (row indices)."""
+        if self.own_loss or self.cfg.length_groups <= 1:
+            return [list(range(len(lengths)))]
+        return length_groups(lengths, self.cfg.length_groups)
 
     def evaluate(self, model, processor, pairs) -> dict:
         summary, _ = evaluate_per_task(model, processor, pairs, self.cfg.eval_format, progress=False)
