@@ -94,6 +94,22 @@ def trained(tmp_path_factory, vq):
     return run(cfg), out
 
 
+def test_step_lines_are_one_length_in_a_visual_model(trained):
+    # Every step line is the same tokens long whatever its action or number, so an image and the
+    # next one sit a fixed distance apart; the codes stay one run of ids after the step words.
+    from vrm.model import load_model
+
+    _, processor = load_model(trained[0])
+    tok = processor.tokenizer
+    lengths = {len(tok(f" Step {k}: {move}. <boi>", add_special_tokens=False)["input_ids"])
+               for k in (1, 9, 12, 40) for move in ("Go left", "Go down", "Go right", "Go up", "Toggle")}
+    assert lengths == {6}  # " ", "Step 3:", " ", "Go down.", " ", "<boi>"
+    first, n = code_ids(tok)
+    assert tok.convert_ids_to_tokens([first, first + n - 1]) == ["<img_0>", f"<img_{n - 1}>"]
+    assert tok.decode(tok(" Step 3: Go down. The answer is B.", add_special_tokens=False)["input_ids"]) \
+        == " Step 3: Go down. The answer is B."
+
+
 def test_train_mvot_resumes_and_saves_the_image_tokenizer(trained, vq):
     final, out = trained
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -223,7 +223,7 @@ def test_render_colours_and_sizes():
     r, c = s.trace["states"][0]
     x0, y0, x1, y1 = cell_box(3, 64, r, c)
     assert tuple(pixels[(y0 + y1) // 2, (x0 + x1) // 2]) == (220, 38, 38)  # the agent
-    assert layout(3, 64) == (16, 8) and layout(6, 64) == (8, 8)
+    assert layout(3, 64) == (8, 16) and layout(6, 64) == (8, 8)
     big = FrozenLakeTask(sizes=(8,), canvas=128).sample(0)
     assert big.image.size == (128, 128) and big.family == "8x8"
 

@@ -75,6 +75,25 @@ def action_phrase(action) -> str:
     return f"Go {word}" if word in MOVES else word.capitalize()
 
 
+MAX_STEPS = 40  # step numbers that get a token of their own (`step_words`)
+STEP_ACTIONS = ("left", "down", "right", "up", "pickup", "drop", "toggle")  # the spatial tasks' actions
+
+
+def step_words() -> list[str]:
+    """The pieces of every step line, each to become one token of a visual-thought model
+    (`vrm.model.image_codes.add_image_codes`): "Step 1:" ... "Step 40:" and each action's phrase.
+    With them every step line is 3 tokens ("Step 3:", " ", "Go down."), so an image and the next
+    one sit a fixed distance apart whichever action lies between them and a code is redrawn from
+    the code a fixed number of tokens back; a byte-level tokenizer that never saw these words
+    spends 10 to 13 tokens on a line, varying with the action.
+
+    >>> words = step_words()
+    >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-1]
+    ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], 'Toggle.')
+    """
+    return [f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [f"{action_phrase(a)}." for a in STEP_ACTIONS]
+
+
 def step_lines(sample: Sample) -> list[str]:
     """One line per action the trace takes (a FrozenLake walk that falls stops there).
 

@@ -1,5 +1,7 @@
 """Image codes in a VLM's vocabulary, for visual thoughts (MVoT): one token per code of the image
-tokenizer (``<img_0>`` ... ``<img_{K-1}>``), with ``<boi>``/``<eoi>`` around each image.
+tokenizer (``<img_0>`` ... ``<img_{K-1}>``), with ``<boi>``/``<eoi>`` around each image, and one
+token per piece of a step line (`vrm.formats.visual.step_words`: "Step 3:", "Go down.") so that
+consecutive images sit a fixed number of tokens apart.
 
 A checkpoint that draws visual thoughts keeps its image tokenizer beside it, in
 ``<checkpoint>/image_tokenizer``, so it is one folder to copy and to load.
@@ -10,19 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from vrm import VrmError
-from vrm.formats.visual import BOI, EOI, code_token
+from vrm.formats.visual import BOI, EOI, code_token, step_words
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 
 
 def add_image_codes(model, processor, codebook_size: int):
-    """Add ``codebook_size`` code tokens (and the image markers, if missing) to the tokenizer and
-    grow the LM's embeddings to match; new rows start near the mean of the old ones."""
+    """Add ``codebook_size`` code tokens (and the image markers, if missing), then the step lines'
+    words, to the tokenizer and grow the LM's embeddings to match; new rows start near the mean of
+    the old ones. The codes' ids are one contiguous run (`code_ids`)."""
     tok = processor.tokenizer
     if code_token(0) in tok.get_vocab():
         raise VrmError("this model already has image-code tokens")
     tok.add_tokens([BOI, EOI], special_tokens=True)
     tok.add_tokens([code_token(i) for i in range(codebook_size)], special_tokens=True)
+    tok.add_tokens([word for word in step_words() if word not in tok.get_vocab()])
     model.resize_token_embeddings(len(tok), mean_resizing=True)
     return model, processor
 

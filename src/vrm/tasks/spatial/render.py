@@ -1,9 +1,10 @@
 """Drawing the spatial tasks' grids: where each cell sits on the canvas, a bitmap font for the
 candidate letters, and small drawing helpers.
 
-Cells are square and at most 16 px; when at least 8 px they are a multiple of 8 and the grid starts
-on a multiple of 8, so every cell covers whole 8 px patches of the tiny model's vision tower
-(3x3 and 4x4 grids: 16 px cells; 5x5 to 8x8: 8 px cells, on a 64 px canvas). `cell_box` is the
+Cells are square and at most 8 px; when exactly 8 px the grid starts on a multiple of 8, so every
+cell is one whole 8 px patch (3x3 to 8x8 grids on a 64 px canvas): one image code per cell for an
+image tokenizer with 8 px patches, and a move one code along (right) or 8 codes on (down) whatever
+the grid's size, which is what lets a small model redraw the state after a move (MVoT). `cell_box` is the
 one place that maps a cell to pixels, for drawing and for comparing visual thoughts cell by cell.
 Rows and columns are 0-indexed here and in traces; texts say "row 1, column 1" for the top left.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from PIL import Image, ImageDraw
 
 PATCH = 8
-MAX_CELL = 16
+MAX_CELL = 8
 BACKGROUND = (255, 255, 255)
 GRID_LINE = (170, 180, 195)
 
@@ -33,7 +34,7 @@ def layout(n: int, canvas: int) -> tuple[int, int]:
     """The cell size and the offset of the grid's top-left corner, in pixels, for an n x n grid.
 
     >>> layout(3, 64), layout(4, 64), layout(5, 64), layout(6, 64), layout(10, 64)
-    ((16, 8), (16, 0), (8, 8), (8, 8), (6, 2))
+    ((8, 16), (8, 16), (8, 8), (8, 8), (6, 2))
     """
     if n < 1 or canvas < 4 * n:
         raise ValueError(f"a {n}x{n} grid needs a canvas of at least {4 * n} pixels, got {canvas}")
