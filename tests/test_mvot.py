@@ -110,6 +110,33 @@ def test_step_lines_are_one_length_in_a_visual_model(trained):
         == " Step 3: Go down. The answer is B."
 
 
+def test_changed_codes_are_the_cells_the_action_changes(trained, vq):
+    # On real one-step examples: the marked target codes are exactly where the tokenizer's codes of
+    # state k+1 differ from those of state k; the answer step marks nothing.
+    from vrm.model import load_model
+    from vrm.train.data import collate
+    from vrm.train.mvot import MVoTStage, changed_codes
+
+    _, processor = load_model(trained[0])
+    stage = MVoTStage(load_config(MVoTConfig, None, None, TINY + [f"vq={vq[1]}"]))
+    task = get_task("frozenlake", sizes="4", style="short")
+    pairs = [(task, task.sample(i)) for i in range(6)]
+    batch = collate(stage.examples(processor, pairs, draw=0), processor.tokenizer.pad_token_id)
+    first, k = code_ids(processor.tokenizer)
+    marked = changed_codes(batch["input_ids"], batch["labels"], first, k)
+    drawn_codes = [int(((batch["input_ids"][r] >= first) & (batch["labels"][r] != -100)).sum()) for r in range(6)]
+    for row, (_, sample) in enumerate(pairs):
+        target = batch["labels"][row][batch["labels"][row] != -100]
+        if drawn_codes[row] == 0:
+            assert not marked[row].any()
+            continue
+        drawn = target[(target >= first) & (target < first + k)] - first
+        states = [vq[0].encode([task.render(sample.trace, j)])[0] for j in range(len(sample.trace["states"]))]
+        step = next(j for j in range(1, len(states)) if states[j].tolist() == drawn.tolist())
+        assert int(marked[row].sum()) == int((states[step] != states[step - 1]).sum())
+    assert marked.any()  # some action changed a code
+
+
 def test_train_mvot_resumes_and_saves_the_image_tokenizer(trained, vq):
     final, out = trained
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

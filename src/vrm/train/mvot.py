@@ -53,6 +53,39 @@ def token_discrepancy_loss(code_logits: torch.Tensor, targets: torch.Tensor, dis
     return (distances.to(probs)[targets] * probs).sum(dim=-1).mean()
 
 
+def changed_codes(input_ids: torch.Tensor, labels: torch.Tensor, first: int, k: int) -> torch.Tensor:
+    """Which target tokens (B, T) are image codes that differ from the code at the same place in the
+    context's image (the latest state): the cells the action changes. Codes are ids first..first+k-1.
+
+    >>> ids = torch.tensor([[9, 5, 6, 1, 5, 7]])  # context: text 9, image (5, 6); target: text 1, image (5, 7)
+    >>> changed_codes(ids, torch.tensor([[-100, -100, -100, 1, 5, 7]]), 5, 4).tolist()
+    [[False, False, False, False, False, True]]
+    """
+    codes = (input_ids >= first) & (input_ids < first + k)
+    target = labels != -100
+    out = torch.zeros_like(codes)
+    for row in range(len(input_ids)):
+        drawn = (codes[row] & target[row]).nonzero().flatten()
+        seen = (codes[row] & ~target[row]).nonzero().flatten()[:len(drawn)]  # the latest image comes first
+        if len(drawn) and len(seen) == len(drawn):
+            out[row, drawn] = input_ids[row, drawn] != input_ids[row, seen]
+    return out
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the target tokens (labels != -100), each weighted: sum(w * ce) / sum(w).
+    Shapes: logits (B, T, V), labels (B, T), weights (B, T).
+
+    >>> logits = torch.tensor([[[0.0, 0.0], [0.0, 1.0986123], [5.0, 0.0]]])  # ce ln 2, ln 4; the last ignored
+    >>> round(weighted_cross_entropy(logits, torch.tensor([[0, 0, -100]]), torch.tensor([[3.0, 1.0, 9.0]])).item(), 4)
+    0.8664
+    """
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                           reduction="none")
+    w = weights.flatten().to(ce) * (labels.flatten() != -100)
+    return (ce * w).sum() / w.sum().clamp(min=1e-8)
+
+
 @dataclass
 class MVoTConfig(TrainConfig):
     model: str = "embedded"  # the shipped model, or a checkpoint folder (any vrm / HF LLaVA checkpoint)
@@ -65,6 +98,7 @@ class MVoTConfig(TrainConfig):
     trainable: list[str] = field(default_factory=lambda: ["vision", "projector", "lm"])
     discrepancy_weight: float = 1.0  # 0: cross-entropy only (MVoT's "Interleaved" baseline)
     discrepancy: str = "mse"  # codebook distance S: "mse" (the paper) or "euclidean" (MVoT's public code)
+    change_weight: float = 1.0  # cross-entropy weight of the image codes the action changes (1: MVoT's plain CE)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -79,6 +113,8 @@ class MVoTConfig(TrainConfig):
             raise ValueError(f"discrepancy must be one of {DISCREPANCIES}, got {self.discrepancy!r}")
         if self.discrepancy_weight < 0:
             raise ValueError("discrepancy_weight must be >= 0")
+        if self.change_weight <= 0:
+            raise ValueError("change_weight must be > 0 (1: every target token weighs the same)")
         if set(self.formats) != {"visual"} or self.eval_format != "visual":
             raise ValueError("MVoT trains and evaluates the visual format only")
 
@@ -123,15 +159,20 @@ class MVoTStage(Stage):
         return out
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
-        """Cross-entropy (the model's own, on target tokens) + weight * L_D on the target's image codes."""
+        """Cross-entropy on target tokens (the codes the action changes weighted ``change_weight``)
+        + ``discrepancy_weight`` * L_D on the target's image codes."""
         first, k = self.codes
         out = model(**batch)
         labels = batch["labels"][:, 1:]
         at = (labels >= first) & (labels < first + k)
         code_logits = out.logits[:, :-1][at][:, first:first + k]
         l_d = token_discrepancy_loss(code_logits, labels[at] - first, self.distances)
+        ce = out.loss
+        if self.cfg.change_weight != 1:
+            weights = 1 + (self.cfg.change_weight - 1) * changed_codes(batch["input_ids"], batch["labels"], first, k)
+            ce = weighted_cross_entropy(out.logits[:, :-1], labels, weights[:, 1:])
         weight = self.cfg.discrepancy_weight
-        loss = out.loss + weight * l_d if weight else out.loss
+        loss = ce + weight * l_d if weight else ce
         return loss, {"ce": out.loss.item(), "l_d": l_d.item()}
 
     def evaluate(self, model, processor, pairs) -> dict:
