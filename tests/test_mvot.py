@@ -137,6 +137,27 @@ def test_changed_codes_are_the_cells_the_action_changes(trained, vq):
     assert marked.any()  # some action changed a code
 
 
+def test_answer_share_sets_how_often_the_answer_step_is_trained(trained, vq):
+    from vrm.model import load_model
+    from vrm.train.mvot import MVoTStage
+
+    _, processor = load_model(trained[0])
+    task = get_task("maze", sizes="3", style="short")
+    pairs = [(task, task.sample(i)) for i in range(40)]
+    eos = processor.tokenizer.eos_token_id
+
+    def answer_rows(*extra):
+        stage = MVoTStage(load_config(MVoTConfig, None, None, TINY + [f"vq={vq[1]}", *extra]))
+        rows = [e for d in range(5) for e in stage.examples(processor, pairs, draw=d)]
+        return sum(int(e["labels"][-1]) == eos for e in rows) / len(rows)  # the answer step ends the turn
+
+    steps = [len(s.trace["states"]) for _, s in pairs]  # a walk of m moves has m + 1 steps
+    assert answer_rows() == pytest.approx(sum(1 / m for m in steps) / len(steps), abs=0.08)
+    assert answer_rows("answer_share=0.6") == pytest.approx(0.6, abs=0.08)
+    with pytest.raises(ValueError, match="answer_share"):
+        MVoTConfig(answer_share=1.0)
+
+
 def test_train_mvot_resumes_and_saves_the_image_tokenizer(trained, vq):
     final, out = trained
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -99,6 +99,7 @@ class MVoTConfig(TrainConfig):
     discrepancy_weight: float = 1.0  # 0: cross-entropy only (MVoT's "Interleaved" baseline)
     discrepancy: str = "mse"  # codebook distance S: "mse" (the paper) or "euclidean" (MVoT's public code)
     change_weight: float = 1.0  # cross-entropy weight of the image codes the action changes (1: MVoT's plain CE)
+    answer_share: float | None = None  # share of rows that train the answer step (None: uniform over the steps)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -113,6 +114,8 @@ class MVoTConfig(TrainConfig):
             raise ValueError(f"discrepancy must be one of {DISCREPANCIES}, got {self.discrepancy!r}")
         if self.discrepancy_weight < 0:
             raise ValueError("discrepancy_weight must be >= 0")
+        if self.answer_share is not None and not 0 < self.answer_share < 1:
+            raise ValueError("answer_share must be between 0 and 1 (None: every step of an episode alike)")
         if self.change_weight <= 0:
             raise ValueError("change_weight must be > 0 (1: every target token weighs the same)")
         if set(self.formats) != {"visual"} or self.eval_format != "visual":
@@ -137,13 +140,18 @@ class MVoTStage(Stage):
         return add_image_codes(model, processor, self.vq.config.codebook_size)
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
-        """One random step per episode; only the two images it needs are rendered and encoded."""
+        """One random step per episode (the answer step with probability ``answer_share``, if set);
+        only the two images it needs are rendered and encoded."""
         if self.codes is None:  # the tokenizer is the base checkpoint's: known from the first batch on
             self.codes = code_ids(processor.tokenizer)
         rng = random.Random(f"mvot-{self.cfg.seed}-{draw}")
         chosen = []
         for task, sample in pairs:
-            k = rng.randrange(len(sample.trace["states"]))  # k = steps taken: the answer step
+            last = len(sample.trace["states"]) - 1  # k = steps taken; k = last: the answer step
+            if self.cfg.answer_share is None:
+                k = rng.randrange(last + 1)
+            else:
+                k = last if rng.random() < self.cfg.answer_share else rng.randrange(last)
             shown = [k, k + 1] if k + 1 < len(sample.trace["states"]) else [k]
             chosen.append((task, sample, k, [task.render(sample.trace, j) for j in shown]))
         flat = self.vq.encode([im for *_, images in chosen for im in images]).tolist()
