@@ -158,6 +158,33 @@ def test_answer_share_sets_how_often_the_answer_step_is_trained(trained, vq):
         MVoTConfig(answer_share=1.0)
 
 
+def test_answer_weight_moves_the_loss_onto_the_answer_step(trained, vq):
+    # With a huge answer_weight the cross-entropy is that of the answer rows alone (their own model
+    # call's token mean); an MVoT checkpoint trains on with the image codes it has.
+    from vrm.model import load_model
+    from vrm.train.data import collate
+    from vrm.train.mvot import MVoTStage
+
+    model, processor = load_model(trained[0])
+    cfg = load_config(MVoTConfig, None, None, TINY + [f"vq={vq[1]}", "answer_share=0.5", "answer_weight=1e9",
+                                                      "discrepancy_weight=0"])
+    stage = MVoTStage(cfg)
+    vocab = len(processor.tokenizer)
+    model, processor = stage.prepare(model, processor)
+    assert len(processor.tokenizer) == vocab
+    stage.codes = code_ids(processor.tokenizer)
+    task = get_task("frozenlake", sizes="3", style="short")
+    rows = stage.examples(processor, [(task, task.sample(i)) for i in range(8)], draw=0)
+    eos = processor.tokenizer.eos_token_id
+    answers = [e for e in rows if int(e["labels"][-1]) == eos]
+    assert 0 < len(answers) < len(rows)
+    pad = processor.tokenizer.pad_token_id
+    with torch.no_grad():
+        loss, _ = stage.loss(model, collate(rows, pad))
+        alone = model(**collate(answers, pad)).loss
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-4)
+
+
 def test_train_mvot_resumes_and_saves_the_image_tokenizer(trained, vq):
     final, out = trained
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

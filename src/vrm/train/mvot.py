@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from vrm.formats import get_format
-from vrm.formats.visual import step_example
+from vrm import VrmError
+from vrm.formats.visual import code_token, step_example
 from vrm.infer.generate import prompt_text
 from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids
 from vrm.model.load import save_model
@@ -100,6 +101,7 @@ class MVoTConfig(TrainConfig):
     discrepancy: str = "mse"  # codebook distance S: "mse" (the paper) or "euclidean" (MVoT's public code)
     change_weight: float = 1.0  # cross-entropy weight of the image codes the action changes (1: MVoT's plain CE)
     answer_share: float | None = None  # share of rows that train the answer step (None: uniform over the steps)
+    answer_weight: float = 1.0  # cross-entropy weight of the answer step's tokens (1: MVoT's plain CE)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -116,8 +118,8 @@ class MVoTConfig(TrainConfig):
             raise ValueError("discrepancy_weight must be >= 0")
         if self.answer_share is not None and not 0 < self.answer_share < 1:
             raise ValueError("answer_share must be between 0 and 1 (None: every step of an episode alike)")
-        if self.change_weight <= 0:
-            raise ValueError("change_weight must be > 0 (1: every target token weighs the same)")
+        if self.change_weight <= 0 or self.answer_weight <= 0:
+            raise ValueError("change_weight and answer_weight must be > 0 (1: every target token weighs the same)")
         if set(self.formats) != {"visual"} or self.eval_format != "visual":
             raise ValueError("MVoT trains and evaluates the visual format only")
 
@@ -137,6 +139,13 @@ class MVoTStage(Stage):
         self.codes: tuple[int, int] | None = None
 
     def prepare(self, model, processor):
+        """Add the image-code tokens; a model that has them (an MVoT checkpoint, trained on) keeps its own,
+        if they match the image tokenizer's codebook."""
+        if code_token(0) in processor.tokenizer.get_vocab():
+            _, n = code_ids(processor.tokenizer)
+            if n != self.vq.config.codebook_size:
+                raise VrmError(f"the model has {n} image codes, the image tokenizer {self.vq.config.codebook_size}")
+            return model, processor
         return add_image_codes(model, processor, self.vq.config.codebook_size)
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
@@ -167,7 +176,8 @@ class MVoTStage(Stage):
         return out
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
-        """Cross-entropy on target tokens (the codes the action changes weighted ``change_weight``)
+        """Cross-entropy on target tokens (the codes the action changes weighted ``change_weight``, the
+        answer step's tokens ``answer_weight``)
         + ``discrepancy_weight`` * L_D on the target's image codes."""
         first, k = self.codes
         out = model(**batch)
@@ -176,8 +186,10 @@ class MVoTStage(Stage):
         code_logits = out.logits[:, :-1][at][:, first:first + k]
         l_d = token_discrepancy_loss(code_logits, labels[at] - first, self.distances)
         ce = out.loss
-        if self.cfg.change_weight != 1:
+        if self.cfg.change_weight != 1 or self.cfg.answer_weight != 1:
             weights = 1 + (self.cfg.change_weight - 1) * changed_codes(batch["input_ids"], batch["labels"], first, k)
+            answering = ~at.any(dim=1)  # rows whose target draws no image: the answer step
+            weights[answering] = self.cfg.answer_weight
             ce = weighted_cross_entropy(out.logits[:, :-1], labels, weights[:, 1:])
         weight = self.cfg.discrepancy_weight
         loss = ce + weight * l_d if weight else ce
