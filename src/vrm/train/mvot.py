@@ -11,8 +11,8 @@ weight ``discrepancy_weight`` (MVoT: 1); at 0 this is MVoT's "Interleaved" basel
 Everything else (accelerate, checkpoints, resume, the log, the progress bar) is the shared loop's
 (`vrm.train.loop`). The final checkpoint keeps the image tokenizer in ``image_tokenizer/``::
 
-    vrm train vq --recipe recipes/mvot.yaml
-    vrm train mvot --recipe recipes/mvot.yaml
+    vrm train vq --recipe recipes/spatial.yaml
+    vrm train mvot --recipe recipes/spatial.yaml
     vrm eval --model runs/mvot/final --task frozenlake --format visual style=short
 """
 
