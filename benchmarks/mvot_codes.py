@@ -16,7 +16,7 @@ import torch
 from vrm.model import load_model
 from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, code_ids
 from vrm.tasks import TEST_SEED_BASE, get_task
-from vrm.train.data import collate
+from vrm.train.data import IGNORE, collate
 from vrm.train.mvot import MVoTConfig, MVoTStage, changed_codes
 
 
@@ -39,7 +39,7 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
         for r in range(len(labels)):
             at = code_positions(labels[r])
             if len(at) == 0:  # the answer step: no image to draw
-                said = labels[r] != -100
+                said = labels[r] != IGNORE
                 c["answers"] += 1
                 c["answers_right"] += int((logits[r, said].argmax(-1) == labels[r, said]).all())
                 continue

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from vrm.formats import get_format
 from vrm import VrmError
+from vrm.formats import get_format
 from vrm.formats.visual import code_token, step_example
 from vrm.infer.generate import prompt_text
 from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids
 from vrm.model.load import save_model
-from vrm.train.data import encode_text
+from vrm.train.data import IGNORE, encode_text
 from vrm.train.loop import TrainConfig, train
 from vrm.train.stage import Stage
 
@@ -63,7 +63,7 @@ def changed_codes(input_ids: torch.Tensor, labels: torch.Tensor, first: int, k: 
     [[False, False, False, False, False, True]]
     """
     codes = (input_ids >= first) & (input_ids < first + k)
-    target = labels != -100
+    target = labels != IGNORE
     out = torch.zeros_like(codes)
     for row in range(len(input_ids)):
         drawn = (codes[row] & target[row]).nonzero().flatten()
@@ -74,16 +74,16 @@ def changed_codes(input_ids: torch.Tensor, labels: torch.Tensor, first: int, k: 
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the target tokens (labels != -100), each weighted: sum(w * ce) / sum(w).
+    """Cross-entropy over the target tokens (labels != IGNORE), each weighted: sum(w * ce) / sum(w).
     Shapes: logits (B, T, V), labels (B, T), weights (B, T).
 
     >>> logits = torch.tensor([[[0.0, 0.0], [0.0, 1.0986123], [5.0, 0.0]]])  # ce ln 2, ln 4; the last ignored
     >>> round(weighted_cross_entropy(logits, torch.tensor([[0, 0, -100]]), torch.tensor([[3.0, 1.0, 9.0]])).item(), 4)
     0.8664
     """
-    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
                                            reduction="none")
-    w = weights.flatten().to(ce) * (labels.flatten() != -100)
+    w = weights.flatten().to(ce) * (labels.flatten() != IGNORE)
     return (ce * w).sum() / w.sum().clamp(min=1e-8)
 
 
@@ -161,7 +161,7 @@ class MVoTStage(Stage):
                 k = rng.randrange(last + 1)
             else:
                 k = last if rng.random() < self.cfg.answer_share else rng.randrange(last)
-            shown = [k, k + 1] if k + 1 < len(sample.trace["states"]) else [k]
+            shown = [k, k + 1] if k < last else [k]
             chosen.append((task, sample, k, [task.render(sample.trace, j) for j in shown]))
         flat = self.vq.encode([im for *_, images in chosen for im in images]).tolist()
         out, at = [], 0
