@@ -16,6 +16,7 @@ from vrm.infer.interleaved import ImageSpanConstraint, generate_visual
 from vrm.model.image_codes import code_ids, load_checkpoint_image_tokenizer, marker_ids
 from vrm.model.vq import ImageTokenizer, ImageTokenizerConfig
 from vrm.tasks import get_task
+from vrm.train.data import IGNORE
 from vrm.train.mvot import MVoTConfig, run, token_discrepancy_loss
 
 TINY = ["tiny.vision_hidden=32", "tiny.vision_layers=1", "tiny.vision_heads=2", "tiny.lm_hidden=32",
@@ -159,8 +160,9 @@ def test_answer_share_sets_how_often_the_answer_step_is_trained(trained, vq):
 
 
 def test_answer_weight_moves_the_loss_onto_the_answer_step(trained, vq):
-    # With a huge answer_weight the cross-entropy is that of the answer rows alone (their own model
-    # call's token mean); an MVoT checkpoint trains on with the image codes it has.
+    # With a huge answer_weight the cross-entropy is that of the answer rows' words after the first
+    # (their own model call's token mean): the first, the decision to stop rather than draw, keeps
+    # weight 1. An MVoT checkpoint trains on with the image codes it has.
     from vrm.model import load_model
     from vrm.train.data import collate
     from vrm.train.mvot import MVoTStage
@@ -181,7 +183,11 @@ def test_answer_weight_moves_the_loss_onto_the_answer_step(trained, vq):
     pad = processor.tokenizer.pad_token_id
     with torch.no_grad():
         loss, _ = stage.loss(model, collate(rows, pad))
-        alone = model(**collate(answers, pad)).loss
+        batch = collate(answers, pad)
+        decision = (batch["labels"] != IGNORE).int().argmax(dim=1)
+        assert processor.tokenizer.decode(batch["labels"][0, decision[0]]) == " The"
+        batch["labels"][torch.arange(len(answers)), decision] = IGNORE
+        alone = model(**batch).loss
     assert loss.item() == pytest.approx(alone.item(), rel=1e-4)
 
 

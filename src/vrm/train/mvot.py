@@ -73,6 +73,15 @@ def changed_codes(input_ids: torch.Tensor, labels: torch.Tensor, first: int, k: 
     return out
 
 
+def first_target(labels: torch.Tensor) -> torch.Tensor:
+    """Each row's first target position (labels != IGNORE): where a step decides to draw or answer.
+
+    >>> first_target(torch.tensor([[-100, -100, 4, 5], [-100, 7, 8, 9]])).tolist()
+    [2, 1]
+    """
+    return (labels != IGNORE).int().argmax(dim=1)
+
+
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the target tokens (labels != IGNORE), each weighted: sum(w * ce) / sum(w).
     Shapes: logits (B, T, V), labels (B, T), weights (B, T).
@@ -101,7 +110,7 @@ class MVoTConfig(TrainConfig):
     discrepancy: str = "mse"  # codebook distance S: "mse" (the paper) or "euclidean" (MVoT's public code)
     change_weight: float = 1.0  # cross-entropy weight of the image codes the action changes (1: MVoT's plain CE)
     answer_share: float | None = None  # share of rows that train the answer step (None: uniform over the steps)
-    answer_weight: float = 1.0  # cross-entropy weight of the answer step's tokens (1: MVoT's plain CE)
+    answer_weight: float = 1.0  # cross-entropy weight of the answer step's words after its first (1: MVoT's plain CE)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -177,7 +186,9 @@ class MVoTStage(Stage):
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         """Cross-entropy on target tokens (the codes the action changes weighted ``change_weight``, the
-        answer step's tokens ``answer_weight``)
+        answer step's tokens after its first ``answer_weight``: the first, " The" where a drawing step
+        has " " before "Step k:", is the decision to stop, and weighting it would teach the model to
+        answer before the walk is over)
         + ``discrepancy_weight`` * L_D on the target's image codes."""
         first, k = self.codes
         out = model(**batch)
@@ -190,6 +201,8 @@ class MVoTStage(Stage):
             weights = 1 + (self.cfg.change_weight - 1) * changed_codes(batch["input_ids"], batch["labels"], first, k)
             answering = ~at.any(dim=1)  # rows whose target draws no image: the answer step
             weights[answering] = self.cfg.answer_weight
+            rows = answering.nonzero().flatten()
+            weights[rows, first_target(batch["labels"])[rows]] = 1  # the stop decision weighs as going on
             ce = weighted_cross_entropy(out.logits[:, :-1], labels, weights[:, 1:])
         weight = self.cfg.discrepancy_weight
         loss = ce + weight * l_d if weight else ce
