@@ -279,6 +279,14 @@ def test_v_metrics_by_hand():
     extra = thought_checks([*truth[1:], truth[-1]], s, task)
     assert extra["acc"][-1] is False and extra["v_steps"] == m
     assert visual_summary([perfect, stuck])["v_acc"] == pytest.approx((2 * m - 1) / (2 * m))
+    # the step lines read against the question's actions, and whether it stopped when the walk did
+    lines = step_lines(s)
+    misread = lines[1].replace("Go ", "Go not ")
+    read = thought_checks(truth[1:], s, task, lines=[lines[0], misread, *lines[2:], "Step 99: Go up."])
+    assert read["act"] == [True, False] + [True] * (m - 2) + [False] and read["stopped"]
+    assert not extra["stopped"] and not thought_checks(truth[1:2], s, task)["stopped"]
+    summary = visual_summary([read, perfect])
+    assert summary["a_acc"] == pytest.approx((m - 1) / (m + 1)) and summary["stops"] == 1.0
 
 
 def test_visual_format_needs_a_visual_model(loaded):

@@ -110,11 +110,12 @@ def write_report(path: str | Path, summary: dict, records: list[dict], images: d
     if compared:
         compared = f"<table><tr><th>run</th><th>accuracy</th><th>seconds</th></tr>{compared}</table>"
     visual = "".join(f"<tr><td>{e(t)}</td><td>{100 * v['v_acc']:.1f}%</td><td>{100 * v['v_red']:.1f}%</td>"
-                     f"<td>{v['v_steps']:.2f}</td><td>{100 * v['v_ratio']:.1f}%</td></tr>"
+                     f"<td>{v['v_steps']:.2f}</td><td>{100 * v['v_ratio']:.1f}%</td>"
+                     f"<td>{100 * v['a_acc']:.1f}%</td><td>{100 * v['stops']:.1f}%</td></tr>"
                      for t, v in {**summary.get("visual_per_task", {}), "overall": summary.get("visual")}.items() if v)
     if visual:
         compared += ("<table><tr><th>visual thoughts</th><th>V-Acc</th><th>V-Red</th><th>V-Steps</th><th>V-Ratio</th>"
-                     f"</tr>{visual}</table>")
+                     f"<th>A-Acc</th><th>Stops</th></tr>{visual}</table>")
     wrong = [r for r in records if r["correct"] < 1.0]
     right = [r for r in records if r["correct"] >= 1.0]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>

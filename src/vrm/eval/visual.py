@@ -16,6 +16,10 @@ Thoughts are compared with the true states as the image tokenizer draws them (`t
 V-Acc and V-Red are pooled over all thoughts drawn (a thought past the true episode counts as
 wrong: the model went on after it should have stopped); V-Steps and V-Ratio are averaged over
 episodes. Missing thoughts (the model answered early) end the V-Steps run.
+
+Two more figures say where a wrong episode went wrong before any drawing: **A-Acc**, the share of
+step lines that name the question's action for that step (reading the action list), and **Stops**,
+the share of episodes that drew exactly as many thoughts as the walk has steps (deciding to answer).
 """
 
 from __future__ import annotations
@@ -28,20 +32,22 @@ from tqdm.auto import tqdm
 
 from vrm.eval.cells import cell_errors, cells_right, grid_size
 from vrm.formats import get_format
+from vrm.formats.visual import step_lines
 from vrm.infer.interleaved import generate_visual
 from vrm.tasks import Sample, Task
 
 
-def thought_checks(thoughts, sample: Sample, task: Task, through=None) -> dict:
+def thought_checks(thoughts, sample: Sample, task: Task, through=None, lines=()) -> dict:
     """V-Acc / V-Red per drawn thought, V-Steps and V-Ratio of one episode.
 
     ``through`` (optional): a function images -> images that the true renderings pass through before
     the comparison, e.g. the image tokenizer's encode-decode round trip, so that a thought counts as
     right when the model drew the codes the tokenizer gives the true state (the tokenizer's own error
     is reported apart, by `vrm train vq`). Which cells change is always read from the true renderings.
+    ``lines``: the step lines the model wrote, compared with the true ones.
 
     Returns ``{"steps": true step count, "acc": [bool per thought], "red": [bool per thought],
-    "v_steps": int, "v_ratio": float}``.
+    "act": [bool per line], "stopped": bool, "v_steps": int, "v_ratio": float}``.
     """
     trace = sample.trace
     n, steps = grid_size(trace), len(trace["states"]) - 1
@@ -63,21 +69,29 @@ def thought_checks(thoughts, sample: Sample, task: Task, through=None) -> dict:
             break
         run += 1
     run = min(run, steps)
-    return {"steps": steps, "acc": acc, "red": red, "v_steps": run, "v_ratio": run / steps if steps else 1.0}
+    true_lines = step_lines(sample)
+    act = [k < len(true_lines) and line == true_lines[k] for k, line in enumerate(lines)]
+    return {"steps": steps, "acc": acc, "red": red, "act": act, "stopped": len(thoughts) == steps,
+            "v_steps": run, "v_ratio": run / steps if steps else 1.0}
 
 
 def visual_summary(checks: list[dict]) -> dict:
-    """Pool per-episode checks into V-Acc, V-Red (over thoughts), V-Steps, V-Ratio (over episodes).
+    """Pool per-episode checks into V-Acc, V-Red, A-Acc (over thoughts), V-Steps, V-Ratio, Stops
+    (over episodes).
 
-    >>> visual_summary([{"steps": 2, "acc": [True, False], "red": [False, False], "v_steps": 1, "v_ratio": 0.5},
-    ...                 {"steps": 1, "acc": [True], "red": [True], "v_steps": 0, "v_ratio": 0.0}])
-    {'v_acc': 0.6666666666666666, 'v_red': 0.3333333333333333, 'v_steps': 0.5, 'v_ratio': 0.25, 'thoughts': 3, 'episodes': 2}
+    >>> visual_summary([{"steps": 2, "acc": [True, False], "red": [False, False], "act": [True, True],
+    ...                  "stopped": True, "v_steps": 1, "v_ratio": 0.5},
+    ...                 {"steps": 1, "acc": [True], "red": [True], "act": [False], "stopped": True,
+    ...                  "v_steps": 0, "v_ratio": 0.0}])  # doctest: +NORMALIZE_WHITESPACE
+    {'v_acc': 0.6666666666666666, 'v_red': 0.3333333333333333, 'v_steps': 0.5, 'v_ratio': 0.25,
+     'a_acc': 0.6666666666666666, 'stops': 1.0, 'thoughts': 3, 'episodes': 2}
     """
-    acc = [a for c in checks for a in c["acc"]]
-    red = [r for c in checks for r in c["red"]]
+    pooled = lambda key: [x for c in checks for x in c[key]]  # noqa: E731
     mean = lambda xs: float(np.mean(xs)) if len(xs) else 0.0  # noqa: E731
-    return {"v_acc": mean(acc), "v_red": mean(red), "v_steps": mean([c["v_steps"] for c in checks]),
-            "v_ratio": mean([c["v_ratio"] for c in checks]), "thoughts": len(acc), "episodes": len(checks)}
+    acc = pooled("acc")
+    return {"v_acc": mean(acc), "v_red": mean(pooled("red")), "v_steps": mean([c["v_steps"] for c in checks]),
+            "v_ratio": mean([c["v_ratio"] for c in checks]), "a_acc": mean(pooled("act")),
+            "stops": mean([c["stopped"] for c in checks]), "thoughts": len(acc), "episodes": len(checks)}
 
 
 def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Task, Sample]], batch_size: int = 32,
@@ -101,7 +115,7 @@ def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Tas
         replies = generate_visual(model, processor, image_tokenizer, [s.image for _, s in batch],
                                   [fmt.prompt(s) for _, s in batch], max_steps=max_steps)
         for (task, s), reply in zip(batch, replies):
-            check = thought_checks(reply.images, s, task, round_trip) if "states" in s.trace else None
+            check = thought_checks(reply.images, s, task, round_trip, reply.lines) if "states" in s.trace else None
             if check:
                 checks[s.task].append(check)
             if keep_images is not None:
@@ -123,9 +137,10 @@ def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Tas
 
 def visual_table(summary: dict) -> str:
     """The V-metrics per task, as a plain-text table."""
-    lines = [f"{'visual thoughts':22s} {'V-Acc':>7s} {'V-Red':>7s} {'V-Steps':>8s} {'V-Ratio':>8s} {'thoughts':>9s}"]
+    lines = [f"{'visual thoughts':22s} {'V-Acc':>7s} {'V-Red':>7s} {'V-Steps':>8s} {'V-Ratio':>8s} {'A-Acc':>7s} "
+             f"{'Stops':>7s} {'thoughts':>9s}"]
     rows = {**summary.get("visual_per_task", {}), "overall": summary["visual"]}
     for name, v in rows.items():
         lines.append(f"{name:22s} {100 * v['v_acc']:6.1f}% {100 * v['v_red']:6.1f}% {v['v_steps']:8.2f} "
-                     f"{100 * v['v_ratio']:7.1f}% {v['thoughts']:9d}")
+                     f"{100 * v['v_ratio']:7.1f}% {100 * v['a_acc']:6.1f}% {100 * v['stops']:6.1f}% {v['thoughts']:9d}")
     return "\n".join(lines)

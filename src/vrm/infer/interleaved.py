@@ -59,12 +59,14 @@ class ImageSpanConstraint(LogitsProcessor):
 @dataclass
 class VisualReply:
     """One interleaved reply: the whole text (every image as codes), the codes of each visual thought
-    the model drew, those thoughts decoded to pixels, and why it ended ("stop": it answered,
+    the model drew, those thoughts decoded to pixels, the step line written before each ("Step 1: Go
+    down."), and why it ended ("stop": it answered,
     "length": a step ran out of tokens, "steps": ``max_steps`` reached)."""
 
     text: str
     thoughts: list[list[int]] = field(default_factory=list)
     images: list[Image.Image] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
     finish_reason: str = "stop"
 
 
@@ -112,6 +114,7 @@ def generate_visual(model, processor, image_tokenizer, images: Sequence[Image.Im
             latest[i] = codes
             parts[i] += [line, image_text(codes)]
             replies[i].thoughts.append(codes)
+            replies[i].lines.append(line)
             still.append(i)
         active = still
     for i in active:
