@@ -239,3 +239,17 @@ def test_parameters_are_checked():
     assert FrozenLakeTask(sizes=4).families == ("4x4",)
     short = FrozenLakeTask(style="short").sample(0)
     assert short.question.startswith("Actions: ") and short.question.endswith("safe but not at the goal")
+
+
+def test_steps_style_lists_each_action_as_the_step_line_a_visual_model_writes():
+    from vrm.formats.visual import step_lines
+
+    for task in (MazeTask(sizes="4", style="steps"), FrozenLakeTask(sizes="4", style="steps")):
+        plain = type(task)(sizes="4", style="short")
+        for seed in range(5):
+            s, p = task.sample(seed), plain.sample(seed)
+            assert (s.answer, s.trace) == (p.answer, p.trace)  # the same episode, only worded apart
+            assert s.question.startswith("Actions: Step 1: Go ")
+            assert all(line in s.question for line in step_lines(s))
+    printer = MiniBehaviorTask(style="steps").sample(0).question
+    assert printer.startswith("Actions: Step 1: ") and "Step 2: " in printer

@@ -12,7 +12,9 @@ MVoT's questions (its public data loaders) read::
     ...
 
 and answers end with "The answer is X.". `mvot_question` writes that layout; ``style="short"``
-writes a compact one-line version for tiny models with short contexts.
+writes a compact one-line version for tiny models with short contexts, and ``style="steps"`` the
+same line with each action written as the visual format's step line for it ("Step 2: Go up."), so
+a model drawing step k finds its action right after the question's own "Step k:".
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ LETTERS = "ABCD"
 MOVES = ("left", "down", "right", "up")
 STEP = {"left": (0, -1), "down": (1, 0), "right": (0, 1), "up": (-1, 0)}
 MOVE_DEFINITION = "Go up/left/down/right: move one grid space in the absolute up/left/down/right direction."
-STYLES = ("mvot", "short")
+STYLES = ("mvot", "short", "steps")
 
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _LETTER = re.compile(r"[(\[]?([A-Za-z])[)\]]?(?:\s*[.:)]\s*|\s+|$)(.*)", re.DOTALL)
@@ -63,14 +65,26 @@ def mvot_question(task: str, instruction: str, definitions: Sequence[str], seque
     return "\n".join(lines)
 
 
-def short_question(question: str, words: Sequence[str], options: Sequence[str]) -> str:
-    """The compact form: ``Actions: right, up. <question> A. ... B. ...``.
+def action_list(words: Sequence[str], numbered: bool = False) -> str:
+    """The actions of a one-line question: "right, up", or ``numbered`` as step lines ("Step 1: Go
+    right. Step 2: Go up"; the question's full stop ends the last).
+
+    >>> action_list(["down", "pick up"]), action_list(["down", "pick up"], numbered=True)
+    ('down, pick up', 'Step 1: Go down. Step 2: Pick up')
+    """
+    if not numbered:
+        return ", ".join(words)
+    return ". ".join(f"Step {i}: " + (f"Go {w}" if w in MOVES else w.capitalize()) for i, w in enumerate(words, 1))
+
+
+def short_question(question: str, words: Sequence[str], options: Sequence[str], numbered: bool = False) -> str:
+    """The compact form: ``Actions: right, up. <question> A. ... B. ...`` (`action_list`).
 
     >>> short_question("Where does it end?", ["down", "pick up"], ["here", "there"])
     'Actions: down, pick up. Where does it end? A. here B. there'
     """
     choices = " ".join(f"{letter}. {o}" for letter, o in zip(LETTERS, options))
-    return f"Actions: {', '.join(words)}. {question} {choices}"
+    return f"Actions: {action_list(words, numbered)}. {question} {choices}"
 
 
 def answer_sentence(letter: str) -> str:

@@ -181,8 +181,8 @@ def question(actions: list[int], style: str = "mvot", agent: str = "agent (red s
              goal: str = "goal (green cell)", holes: str = "holes (dark blue cells)") -> str:
     """The question in MVoT's words (``agent``, ``goal`` and ``holes`` name what the image shows)."""
     words = [MOVES[a] for a in actions]
-    if style == "short":
-        return short_question("Does the agent reach the goal?", words, SHORT_OPTIONS)
+    if style in ("short", "steps"):
+        return short_question("Does the agent reach the goal?", words, SHORT_OPTIONS, numbered=style == "steps")
     instruction = (f"Determine whether the {agent} can safely reach the {goal} following the action sequence "
                    f"without falling into the {holes}. If not, identify the failure reason.")
     return mvot_question("FrozenLake", instruction, [MOVE_DEFINITION], [f"Go {w}." for w in words], OPTIONS)
@@ -201,7 +201,8 @@ class FrozenLakeTask:
         frozen: probability that a tile is frozen (gymnasium's ``p``).
         max_actions: longest action sequence (default 2n + 1 for an n x n lake).
         canvas: image side in pixels.
-        style: "mvot" (MVoT's question text) or "short" (one line).
+        style: "mvot" (MVoT's question text), "short" (one line) or "steps" (one line, the actions
+            numbered as the visual format's step lines).
     """
 
     sizes: tuple[int, ...] = (3, 4, 5, 6)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from vrm.tasks.base import Explanation, Sample
-from vrm.tasks.spatial.choices import (LETTERS, MOVE_DEFINITION, MOVES, STYLES, answer_sentence, choice_letter,
-                                       moved, mvot_question, parse_sizes, where)
+from vrm.tasks.spatial.choices import (LETTERS, MOVE_DEFINITION, MOVES, STYLES, action_list, answer_sentence,
+                                       choice_letter, moved, mvot_question, parse_sizes, where)
 from vrm.tasks.spatial.render import blank, cell_box, draw_letter, fill_cell, inset, layout
 
 FLOOR = (250, 250, 250)
@@ -162,8 +162,9 @@ def _tree_paths(n: int, passages: set[frozenset], start: Cell) -> dict[Cell, lis
 
 
 def question(actions: list[str], style: str = "mvot", start: str = "red cell") -> str:
-    if style == "short":
-        return f"Actions: {', '.join(actions)}. Where does the walk from the {start} end: A, B, C or D?"
+    if style in ("short", "steps"):
+        listed = action_list(actions, numbered=style == "steps")
+        return f"Actions: {listed}. Where does the walk from the {start} end: A, B, C or D?"
     instruction = (f"Determine the final destination (A, B, C or D) from the starting point ({start}) "
                    "following the action sequence.")
     return mvot_question("Maze Navigation Simulation", instruction, [MOVE_DEFINITION],
@@ -183,7 +184,8 @@ class MazeTask:
         sizes: maze sizes (n x n) to draw from; any n >= 3. A string "3,4" or an int works too.
         max_actions: longest walk (default 2n + 1 for an n x n maze).
         canvas: image side in pixels.
-        style: "mvot" (MVoT's question text) or "short" (one line).
+        style: "mvot" (MVoT's question text), "short" (one line) or "steps" (one line, the actions
+            numbered as the visual format's step lines).
     """
 
     sizes: tuple[int, ...] = (3, 4, 5, 6)

@@ -190,8 +190,8 @@ def plan(ep: _Episode, target: str) -> None:
 
 def question(actions: list[str], style: str = "mvot") -> str:
     words = [SAY.get(a, a) for a in actions]
-    if style == "short":
-        return short_question("Where is the printer?", words, SHORT_OPTIONS)
+    if style in ("short", "steps"):
+        return short_question("Where is the printer?", words, SHORT_OPTIONS, numbered=style == "steps")
     instruction = ("Determine the state of the printer after the agent (red triangle, pointing where it faces) "
                    "follows the action sequence. The printer is grey when off and green when on; the table is brown.")
     sequence = [f"Go {w}." if w in MOVES else f"{w.capitalize()}." for w in words]
@@ -205,7 +205,8 @@ class MiniBehaviorTask:
     Args:
         sizes: room sizes (n x n) to draw from; any n >= 3. A string "4,5" or an int works too.
         canvas: image side in pixels.
-        style: "mvot" (MVoT-style question text) or "short" (one line).
+        style: "mvot" (MVoT-style question text), "short" (one line) or "steps" (one line, the
+            actions numbered as the visual format's step lines).
     """
 
     sizes: tuple[int, ...] = (4, 5, 6)
