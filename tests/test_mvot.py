@@ -17,7 +17,7 @@ from vrm.model.image_codes import code_ids, load_checkpoint_image_tokenizer, mar
 from vrm.model.vq import ImageTokenizer, ImageTokenizerConfig
 from vrm.tasks import get_task
 from vrm.train.data import IGNORE
-from vrm.train.mvot import MVoTConfig, run, token_discrepancy_loss
+from vrm.train.mvot import MVoTConfig, first_target, run, token_discrepancy_loss
 
 TINY = ["tiny.vision_hidden=32", "tiny.vision_layers=1", "tiny.vision_heads=2", "tiny.lm_hidden=32",
         "tiny.lm_layers=1", "tiny.lm_heads=2", "tiny.lm_intermediate=64", "tiny.tokenizer_corpus=100",
@@ -184,7 +184,7 @@ def test_answer_weight_moves_the_loss_onto_the_answer_step(trained, vq):
     with torch.no_grad():
         loss, _ = stage.loss(model, collate(rows, pad))
         batch = collate(answers, pad)
-        decision = (batch["labels"] != IGNORE).int().argmax(dim=1)
+        decision = first_target(batch["labels"])
         assert processor.tokenizer.decode(batch["labels"][0, decision[0]]) == " The"
         batch["labels"][torch.arange(len(answers)), decision] = IGNORE
         alone = model(**batch).loss

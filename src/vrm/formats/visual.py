@@ -18,6 +18,7 @@ from typing import Sequence
 
 from vrm.formats.direct import DirectFormat, Parsed
 from vrm.tasks.base import Sample, Task
+from vrm.tasks.spatial.choices import action_phrase
 
 BOI, EOI = "<boi>", "<eoi>"
 VISUAL_PROMPT = "Draw the state after each action, then answer."
@@ -60,19 +61,6 @@ def strip_images(text: str) -> str:
     '[image] Step 1: Go up. [image] The answer is A.'
     """
     return _IMAGE.sub("[image]", text)
-
-
-def action_phrase(action) -> str:
-    """A trace action as MVoT words it: moves (gymnasium codes or words) become "Go down"; other
-    actions ("pick up") are capitalised.
-
-    >>> action_phrase(1), action_phrase("left"), action_phrase("pick up")
-    ('Go down', 'Go left', 'Pick up')
-    """
-    from vrm.tasks.spatial.choices import MOVES
-
-    word = MOVES[action] if isinstance(action, int) else str(action)
-    return f"Go {word}" if word in MOVES else word.capitalize()
 
 
 MAX_STEPS = 40  # step numbers that get a token of their own (`step_words`)

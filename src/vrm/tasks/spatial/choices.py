@@ -65,6 +65,17 @@ def mvot_question(task: str, instruction: str, definitions: Sequence[str], seque
     return "\n".join(lines)
 
 
+def action_phrase(action) -> str:
+    """A trace action as MVoT words it: moves (gymnasium codes or words) become "Go down"; other
+    actions ("pick up") are capitalised.
+
+    >>> action_phrase(1), action_phrase("left"), action_phrase("pick up")
+    ('Go down', 'Go left', 'Pick up')
+    """
+    word = MOVES[action] if isinstance(action, int) else str(action)
+    return f"Go {word}" if word in MOVES else word.capitalize()
+
+
 def action_list(words: Sequence[str], numbered: bool = False) -> str:
     """The actions of a one-line question: "right, up", or ``numbered`` as step lines ("Step 1: Go
     right. Step 2: Go up"; the question's full stop ends the last).
@@ -74,7 +85,7 @@ def action_list(words: Sequence[str], numbered: bool = False) -> str:
     """
     if not numbered:
         return ", ".join(words)
-    return ". ".join(f"Step {i}: " + (f"Go {w}" if w in MOVES else w.capitalize()) for i, w in enumerate(words, 1))
+    return ". ".join(f"Step {i}: {action_phrase(w)}" for i, w in enumerate(words, 1))
 
 
 def short_question(question: str, words: Sequence[str], options: Sequence[str], numbered: bool = False) -> str:

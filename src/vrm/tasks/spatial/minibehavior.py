@@ -25,8 +25,8 @@ from PIL import Image
 
 from vrm import VrmError
 from vrm.tasks.base import Explanation, Sample
-from vrm.tasks.spatial.choices import (LETTERS, MOVES, STYLES, answer_sentence, choice_letter, moved, mvot_question,
-                                       parse_sizes, short_question, where)
+from vrm.tasks.spatial.choices import (LETTERS, MOVES, STYLES, action_phrase, answer_sentence, choice_letter, moved,
+                                       mvot_question, parse_sizes, short_question, where)
 from vrm.tasks.spatial.render import blank, cell_box, draw_arrow, fill_cell, inset
 
 ACTIONS = ("left", "down", "right", "up", "pickup", "drop", "toggle")  # PrinterRoomEnv's codes
@@ -194,7 +194,7 @@ def question(actions: list[str], style: str = "mvot") -> str:
         return short_question("Where is the printer?", words, SHORT_OPTIONS, numbered=style == "steps")
     instruction = ("Determine the state of the printer after the agent (red triangle, pointing where it faces) "
                    "follows the action sequence. The printer is grey when off and green when on; the table is brown.")
-    sequence = [f"Go {w}." if w in MOVES else f"{w.capitalize()}." for w in words]
+    sequence = [f"{action_phrase(w)}." for w in words]
     return mvot_question("Installing a Printer", instruction, DEFINITIONS, sequence, OPTIONS)
 
 
