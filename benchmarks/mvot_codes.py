@@ -3,7 +3,11 @@ on held-out one-step examples (the true action line and the true latest image in
 training): accuracy of its image codes, next to what copying the latest image unchanged would score,
 then apart for the codes the action changes (the agent's old and new cell) and the others, images
 right whole, and answer steps right (the whole answer line, from the true final image). A model below
-the copy line has not learned to copy yet; one above it draws the action's change too.
+the copy line has not learned to copy yet; one above it draws the action's change too. Last, whether
+the answer looks at the final image at all: the mean total-variation distance between the answer
+token's distribution with the context's image and with every code of it blanked (set to the image's
+most common code, the background). Near 0, the model answers from the text alone (e.g. a walk cut
+short by a hole) and the visual thought is decoration.
 
     python benchmarks/mvot_codes.py runs/spatial/mvot/final --n 96
 
@@ -20,6 +24,11 @@ from vrm.train.data import IGNORE, collate
 from vrm.train.mvot import MVoTConfig, MVoTStage, changed_codes
 
 
+# " The", " answer", " is", " A": the letter is the answer line's 4th target token (" D" is two tokens
+# in the embedded tokenizer, " " and "D": there the 4th is " ", still the token that picks the letter)
+LETTER_AT = 3
+
+
 def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -> dict[str, float]:
     first, k = code_ids(processor.tokenizer)
 
@@ -28,7 +37,7 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
 
     pairs = [(task, task.sample(TEST_SEED_BASE + i)) for i in range(n)]
     c = dict.fromkeys(("right", "copied", "total", "changed", "changed_right", "whole", "images",
-                       "answers", "answers_right"), 0)
+                       "answers", "answers_right", "image_effect"), 0)
     for b in range(0, n, batch_size):
         batch = collate(stage.examples(processor, pairs[b:b + batch_size], draw=10_000 + b),
                         processor.tokenizer.pad_token_id)
@@ -36,12 +45,14 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
             logits = model(**batch).logits[:, :-1]
         labels, ids = batch["labels"][:, 1:], batch["input_ids"]
         moved = changed_codes(ids, batch["labels"], first, k)[:, 1:]
+        answering = []
         for r in range(len(labels)):
             at = code_positions(labels[r])
             if len(at) == 0:  # the answer step: no image to draw
                 said = labels[r] != IGNORE
                 c["answers"] += 1
                 c["answers_right"] += int((logits[r, said].argmax(-1) == labels[r, said]).all())
+                answering.append(r)
                 continue
             gold = labels[r, at]
             pred = logits[r, at, first:first + k].argmax(-1) + first
@@ -54,12 +65,37 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
             c["changed_right"] += int(hit[moved[r, at]].sum())
             c["whole"] += int(hit.all())
             c["images"] += 1
+        if answering:
+            c["image_effect"] += answer_image_effect(model, batch, logits, answering, first, k)
     share = lambda a, b: c[a] / max(c[b], 1)  # noqa: E731
     return {"codes": share("right", "total"), "copy": share("copied", "total"),
             "changed": share("changed_right", "changed"),
             "unchanged": (c["right"] - c["changed_right"]) / max(c["total"] - c["changed"], 1),
             "whole": share("whole", "images"), "answers": share("answers_right", "answers"),
+            "image_effect": share("image_effect", "answers"),
             "n_codes": c["total"], "n_answers": c["answers"]}
+
+
+def answer_image_effect(model, batch, logits, rows, first: int, k: int) -> float:
+    """Summed over the answer ``rows``: the total-variation distance between the distribution of the
+    answer's letter token with the context's image and with that image blanked to its most common
+    code (the question's image, seen through the vision tower, stays)."""
+    ids = batch["input_ids"][rows].clone()
+    is_code = (ids >= first) & (ids < first + k)
+    for r in range(len(rows)):
+        ids[r, is_code[r]] = ids[r, is_code[r]].mode().values
+    per_row = len(batch["input_ids"])
+    blanked = {key: value[rows] if len(value) == per_row else value
+               for key, value in batch.items() if key != "input_ids"}
+    with torch.no_grad():
+        changed = model(input_ids=ids, **blanked).logits[:, :-1]
+    labels = batch["labels"][rows, 1:]
+    total = 0.0
+    for r in range(len(rows)):
+        letter = (labels[r] != IGNORE).nonzero().flatten()[LETTER_AT]
+        before, after = logits[rows[r], letter].softmax(-1), changed[r, letter].softmax(-1)
+        total += 0.5 * float((before - after).abs().sum())
+    return total
 
 
 def main() -> None:
@@ -81,7 +117,7 @@ def main() -> None:
         print(f"{name:12s} codes {100 * r['codes']:5.1f}% (copying the latest image {100 * r['copy']:5.1f}%): "
               f"changed {100 * r['changed']:5.1f}%, unchanged {100 * r['unchanged']:5.1f}%, images whole "
               f"{100 * r['whole']:5.1f}% ({r['n_codes']} codes); answers {100 * r['answers']:5.1f}% "
-              f"({r['n_answers']} answer steps)")
+              f"({r['n_answers']} answer steps), answer's change with the image blanked {r['image_effect']:.3f}")
 
 
 if __name__ == "__main__":
