@@ -187,3 +187,17 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path):
         assert torch.equal(p, first[name]), name
     steps = [json.loads(line)["step"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_vq_cells_benchmark_finds_a_cell_code_and_names_its_kind():
+    from bench_loader import load_benchmark
+
+    bench = load_benchmark("vq_cells")
+    # 4x4 on 64 px: 8 px cells from pixel 16, the 8x8 code grid's column/row 2; cell (1, 2) -> (2+1)*8 + 2+2
+    assert bench.patch_index(4, 64, 1, 2) == 28
+    assert bench.patch_index(5, 64, 0, 0) == 9  # 5x5 starts at pixel 8
+    with pytest.raises(ValueError, match="6 px cells"):
+        bench.patch_index(10, 64, 0, 0)
+    path, letters = [(0, 0), (0, 1), (1, 1)], [(1, 1), (0, 1), (3, 3)]
+    assert [bench.cell_kind(c, path, letters) for c in [(1, 1), (0, 1), (0, 0), (3, 3), (2, 2)]] == [
+        "agent+letter", "trail+letter", "start", "floor+letter", "floor"]
