@@ -155,8 +155,10 @@ def test_answer_share_sets_how_often_the_answer_step_is_trained(trained, vq):
     steps = [len(s.trace["states"]) for _, s in pairs]  # a walk of m moves has m + 1 steps
     assert answer_rows() == pytest.approx(sum(1 / m for m in steps) / len(steps), abs=0.08)
     assert answer_rows("answer_share=0.6") == pytest.approx(0.6, abs=0.08)
-    with pytest.raises(ValueError, match="answer_share"):
-        MVoTConfig(answer_share=1.0)
+    assert answer_rows("answer_share=1") == 1.0  # the answer step alone: learning to read the last image
+    for wrong in (0.0, 1.5):
+        with pytest.raises(ValueError, match="answer_share"):
+            MVoTConfig(answer_share=wrong)
 
 
 def test_answer_weight_moves_the_loss_onto_the_answer_step(trained, vq):
@@ -348,3 +350,21 @@ def test_v_metrics_through_the_tokenizer(vq):
     assert thought_checks(drawn, s, task)["v_ratio"] < 1.0
     checks = thought_checks(drawn, s, task, round_trip)
     assert checks["acc"] == [True] * m and checks["red"] == [False] * m and checks["v_ratio"] == 1.0
+
+
+def test_training_on_needs_the_checkpoints_own_image_tokenizer(trained, vq, tmp_path):
+    # A checkpoint's codes mean the pictures of the tokenizer saved beside it; another tokenizer with
+    # the same codebook size would silently redraw every code as something else.
+    from vrm.model import load_model
+    from vrm.train.mvot import MVoTStage
+
+    torch.manual_seed(1)
+    other = tmp_path / "other"
+    ImageTokenizer(ImageTokenizerConfig(image_size=64, downsample=16, codebook_size=8, code_dim=4,
+                                        channels=16)).save_pretrained(other)
+    model, processor = load_model(trained[0])
+    stage = MVoTStage(load_config(MVoTConfig, None, None, TINY + [f"model={trained[0]}", f"vq={other}"]))
+    with pytest.raises(VrmError, match="image_tokenizer"):
+        stage.prepare(model, processor)
+    stage = MVoTStage(load_config(MVoTConfig, None, None, TINY + [f"model={trained[0]}", f"vq={vq[1]}"]))
+    assert stage.prepare(model, processor)[1] is processor

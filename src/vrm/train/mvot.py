@@ -109,7 +109,8 @@ class MVoTConfig(TrainConfig):
     discrepancy_weight: float = 1.0  # 0: cross-entropy only (MVoT's "Interleaved" baseline)
     discrepancy: str = "mse"  # codebook distance S: "mse" (the paper) or "euclidean" (MVoT's public code)
     change_weight: float = 1.0  # cross-entropy weight of the image codes the action changes (1: MVoT's plain CE)
-    answer_share: float | None = None  # share of rows that train the answer step (None: uniform over the steps)
+    answer_share: float | None = None  # share of rows that train the answer step (None: uniform over the
+    # steps; 1: the answer step alone, a first run that learns to read the answer off the last image)
     answer_weight: float = 1.0  # cross-entropy weight of the answer step's words after its first (1: MVoT's plain CE)
     batch_size: int = 16
     lr: float = 5e-4
@@ -125,8 +126,8 @@ class MVoTConfig(TrainConfig):
             raise ValueError(f"discrepancy must be one of {DISCREPANCIES}, got {self.discrepancy!r}")
         if self.discrepancy_weight < 0:
             raise ValueError("discrepancy_weight must be >= 0")
-        if self.answer_share is not None and not 0 < self.answer_share < 1:
-            raise ValueError("answer_share must be between 0 and 1 (None: every step of an episode alike)")
+        if self.answer_share is not None and not 0 < self.answer_share <= 1:
+            raise ValueError("answer_share must be in (0, 1] (None: every step of an episode alike)")
         if self.change_weight <= 0 or self.answer_weight <= 0:
             raise ValueError("change_weight and answer_weight must be > 0 (1: every target token weighs the same)")
         if set(self.formats) != {"visual"} or self.eval_format != "visual":
@@ -149,11 +150,19 @@ class MVoTStage(Stage):
 
     def prepare(self, model, processor):
         """Add the image-code tokens; a model that has them (an MVoT checkpoint, trained on) keeps its own,
-        if they match the image tokenizer's codebook."""
+        if they match the image tokenizer's codebook, and the image tokenizer must be the one the
+        checkpoint learned its codes with (the one saved beside it), or every code would mean another
+        picture."""
         if code_token(0) in processor.tokenizer.get_vocab():
             _, n = code_ids(processor.tokenizer)
             if n != self.vq.config.codebook_size:
                 raise VrmError(f"the model has {n} image codes, the image tokenizer {self.vq.config.codebook_size}")
+            from vrm.model.vq import load_image_tokenizer
+
+            own = Path(self.cfg.model) / IMAGE_TOKENIZER_DIR
+            if own.is_dir() and not torch.equal(load_image_tokenizer(own).codebook.weight, self.vq.codebook.weight):
+                raise VrmError(f"{self.cfg.model} learned its image codes with the tokenizer in {own}, not with "
+                               f"vq={self.cfg.vq}; train it on with vq={own}")
             return model, processor
         return add_image_codes(model, processor, self.vq.config.codebook_size)
 
