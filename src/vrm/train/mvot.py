@@ -28,7 +28,7 @@ from vrm import VrmError
 from vrm.formats import get_format
 from vrm.formats.visual import code_token, step_example
 from vrm.infer.generate import prompt_text
-from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids
+from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids, load_checkpoint_image_tokenizer
 from vrm.model.load import save_model
 from vrm.train.data import IGNORE, encode_text
 from vrm.train.loop import TrainConfig, train
@@ -157,10 +157,9 @@ class MVoTStage(Stage):
             _, n = code_ids(processor.tokenizer)
             if n != self.vq.config.codebook_size:
                 raise VrmError(f"the model has {n} image codes, the image tokenizer {self.vq.config.codebook_size}")
-            from vrm.model.vq import load_image_tokenizer
-
             own = Path(self.cfg.model) / IMAGE_TOKENIZER_DIR
-            if own.is_dir() and not torch.equal(load_image_tokenizer(own).codebook.weight, self.vq.codebook.weight):
+            if own.is_dir() and not torch.equal(load_checkpoint_image_tokenizer(self.cfg.model).codebook.weight,
+                                                self.vq.codebook.weight):
                 raise VrmError(f"{self.cfg.model} learned its image codes with the tokenizer in {own}, not with "
                                f"vq={self.cfg.vq}; train it on with vq={own}")
             return model, processor
