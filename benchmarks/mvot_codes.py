@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("model", help="an MVoT checkpoint (vrm train mvot), with its image_tokenizer/")
     p.add_argument("--tasks", default="frozenlake,maze")
     p.add_argument("--sizes", default="3,4,5")
+    p.add_argument("--style", default="short", help="the tasks' question style (the one the model trained on)")
     p.add_argument("--n", type=int, default=96, help="held-out episodes per task (one random step each)")
     p.add_argument("--answer-share", type=float, default=0.3, help="share of episodes asked their answer step")
     p.add_argument("--threads", type=int, default=2)
@@ -112,7 +113,7 @@ def main() -> None:
     model.eval()
     stage = MVoTStage(MVoTConfig(vq=f"{args.model}/{IMAGE_TOKENIZER_DIR}", answer_share=args.answer_share))
     for name in args.tasks.split(","):
-        task = get_task(name, style="short", sizes=args.sizes)
+        task = get_task(name, style=args.style, sizes=args.sizes)
         r = code_accuracy(model, processor, stage, task, args.n)
         print(f"{name:12s} codes {100 * r['codes']:5.1f}% (copying the latest image {100 * r['copy']:5.1f}%): "
               f"changed {100 * r['changed']:5.1f}%, unchanged {100 * r['unchanged']:5.1f}%, images whole "

@@ -193,6 +193,33 @@ def test_answer_weight_moves_the_loss_onto_the_answer_step(trained, vq):
     assert loss.item() == pytest.approx(alone.item(), rel=1e-4)
 
 
+def test_action_weight_moves_the_loss_onto_the_action_lines(trained, vq):
+    # With a huge action_weight the cross-entropy is the mean over the drawing steps' action tokens
+    # ("Go down.") alone: what a run that must learn to look up step k's action trains on.
+    from vrm.model import load_model
+    from vrm.train.data import collate
+    from vrm.train.mvot import MVoTStage
+
+    model, processor = load_model(trained[0])
+    stage = MVoTStage(load_config(MVoTConfig, None, None, TINY + [f"vq={vq[1]}", "answer_share=0.3",
+                                                                  "action_weight=1e9", "discrepancy_weight=0"]))
+    task = get_task("maze", sizes="3", style="steps")
+    rows = stage.examples(processor, [(task, task.sample(i)) for i in range(8)], draw=0)
+    batch = collate(rows, processor.tokenizer.pad_token_id)
+    actions = torch.isin(batch["labels"], stage.actions)
+    assert 0 < int(actions.sum()) < len(rows)  # one per drawing row; the answer rows have none
+    said = [processor.tokenizer.decode(t) for t in batch["labels"][actions]]
+    assert set(said) <= {"Go left.", "Go down.", "Go right.", "Go up."}
+    with torch.no_grad():
+        loss, _ = stage.loss(model, batch)
+        logits = model(**batch).logits[:, :-1]
+    at = actions[:, 1:]
+    alone = torch.nn.functional.cross_entropy(logits[at], batch["labels"][:, 1:][at])
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="action_weight"):
+        MVoTConfig(action_weight=0)
+
+
 def test_train_mvot_resumes_and_saves_the_image_tokenizer(trained, vq):
     final, out = trained
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

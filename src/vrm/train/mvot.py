@@ -26,7 +26,7 @@ import torch
 
 from vrm import VrmError
 from vrm.formats import get_format
-from vrm.formats.visual import code_token, step_example
+from vrm.formats.visual import MAX_STEPS, code_token, step_example, step_words
 from vrm.infer.generate import prompt_text
 from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids, load_checkpoint_image_tokenizer
 from vrm.model.load import save_model
@@ -96,6 +96,13 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
     return (ce * w).sum() / w.sum().clamp(min=1e-8)
 
 
+def action_ids(tokenizer) -> torch.Tensor:
+    """The ids of the step lines' action phrases ("Go left.", ..., "Toggle."): one token each in a
+    visual-thought model (`vrm.formats.visual.step_words`)."""
+    vocab = tokenizer.get_vocab()
+    return torch.tensor([vocab[word] for word in step_words()[MAX_STEPS:] if word in vocab], dtype=torch.long)
+
+
 @dataclass
 class MVoTConfig(TrainConfig):
     model: str = "embedded"  # the shipped model, or a checkpoint folder (any vrm / HF LLaVA checkpoint)
@@ -112,6 +119,7 @@ class MVoTConfig(TrainConfig):
     answer_share: float | None = None  # share of rows that train the answer step (None: uniform over the
     # steps; 1: the answer step alone, a first run that learns to read the answer off the last image)
     answer_weight: float = 1.0  # cross-entropy weight of the answer step's words after its first (1: MVoT's plain CE)
+    action_weight: float = 1.0  # cross-entropy weight of a drawing step's action ("Go down."; 1: MVoT's plain CE)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -128,8 +136,9 @@ class MVoTConfig(TrainConfig):
             raise ValueError("discrepancy_weight must be >= 0")
         if self.answer_share is not None and not 0 < self.answer_share <= 1:
             raise ValueError("answer_share must be in (0, 1] (None: every step of an episode alike)")
-        if self.change_weight <= 0 or self.answer_weight <= 0:
-            raise ValueError("change_weight and answer_weight must be > 0 (1: every target token weighs the same)")
+        if min(self.change_weight, self.answer_weight, self.action_weight) <= 0:
+            raise ValueError("change_weight, answer_weight and action_weight must be > 0 "
+                             "(1: every target token weighs the same)")
         if set(self.formats) != {"visual"} or self.eval_format != "visual":
             raise ValueError("MVoT trains and evaluates the visual format only")
 
@@ -147,6 +156,7 @@ class MVoTStage(Stage):
         self.distances = self.vq.code_distances(cfg.discrepancy)
         self.fmt = get_format("visual")
         self.codes: tuple[int, int] | None = None
+        self.actions: torch.Tensor | None = None  # the ids of the action phrases' tokens ("Go down.")
 
     def prepare(self, model, processor):
         """Add the image-code tokens; a model that has them (an MVoT checkpoint, trained on) keeps its own,
@@ -168,8 +178,9 @@ class MVoTStage(Stage):
     def examples(self, processor, pairs, draw: int) -> list[dict]:
         """One random step per episode (the answer step with probability ``answer_share``, if set);
         only the two images it needs are rendered and encoded."""
-        if self.codes is None:  # the tokenizer is the base checkpoint's: known from the first batch on
+        if self.actions is None:  # the tokenizer is the base checkpoint's: known from the first batch on
             self.codes = code_ids(processor.tokenizer)
+            self.actions = action_ids(processor.tokenizer)
         rng = random.Random(f"mvot-{self.cfg.seed}-{draw}")
         chosen = []
         for task, sample in pairs:
@@ -193,10 +204,10 @@ class MVoTStage(Stage):
         return out
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
-        """Cross-entropy on target tokens (the codes the action changes weighted ``change_weight``, the
-        answer step's tokens after its first ``answer_weight``: the first, " The" where a drawing step
-        has " " before "Step k:", is the decision to stop, and weighting it would teach the model to
-        answer before the walk is over)
+        """Cross-entropy on target tokens (the codes the action changes weighted ``change_weight``, a
+        drawing step's action ``action_weight``, the answer step's tokens after its first
+        ``answer_weight``: the first, " The" where a drawing step has " " before "Step k:", is the
+        decision to stop, and weighting it would teach the model to answer before the walk is over)
         + ``discrepancy_weight`` * L_D on the target's image codes."""
         first, k = self.codes
         out = model(**batch)
@@ -205,8 +216,9 @@ class MVoTStage(Stage):
         code_logits = out.logits[:, :-1][at][:, first:first + k]
         l_d = token_discrepancy_loss(code_logits, labels[at] - first, self.distances)
         ce = out.loss
-        if self.cfg.change_weight != 1 or self.cfg.answer_weight != 1:
+        if self.cfg.change_weight != 1 or self.cfg.answer_weight != 1 or self.cfg.action_weight != 1:
             weights = 1 + (self.cfg.change_weight - 1) * changed_codes(batch["input_ids"], batch["labels"], first, k)
+            weights[torch.isin(batch["labels"], self.actions)] = self.cfg.action_weight
             answering = ~at.any(dim=1)  # rows whose target draws no image: the answer step
             weights[answering] = self.cfg.answer_weight
             rows = answering.nonzero().flatten()
