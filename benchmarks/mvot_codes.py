@@ -2,7 +2,8 @@
 on held-out one-step examples (the true action line and the true latest image in context, as in
 training): accuracy of its image codes, next to what copying the latest image unchanged would score,
 then apart for the codes the action changes (the agent's old and new cell) and the others, images
-right whole, and answer steps right (the whole answer line, from the true final image). A model below
+right whole, the action lines right (the action after "Step k:", looked up in the question) by k,
+and answer steps right (the whole answer line, from the true final image). A model below
 the copy line has not learned to copy yet; one above it draws the action's change too. Last, whether
 the answer looks at the final image at all: the mean total-variation distance between the answer
 token's distribution with the context's image and with every code of it blanked (set to the image's
@@ -38,6 +39,7 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
     pairs = [(task, task.sample(TEST_SEED_BASE + i)) for i in range(n)]
     c = dict.fromkeys(("right", "copied", "total", "changed", "changed_right", "whole", "images",
                        "answers", "answers_right", "image_effect"), 0)
+    actions = {}  # step k -> [right, asked]
     for b in range(0, n, batch_size):
         batch = collate(stage.examples(processor, pairs[b:b + batch_size], draw=10_000 + b),
                         processor.tokenizer.pad_token_id)
@@ -54,6 +56,12 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
                 c["answers_right"] += int((logits[r, said].argmax(-1) == labels[r, said]).all())
                 answering.append(r)
                 continue
+            said = torch.isin(labels[r], stage.actions).nonzero().flatten()
+            if len(said):
+                step = processor.tokenizer.decode(labels[r, said[0] - 2])  # "Step k:", " ", "Go down."
+                tally = actions.setdefault(int(step.split()[1].rstrip(":")), [0, 0])
+                tally[0] += int(logits[r, said[0]].argmax() == labels[r, said[0]])
+                tally[1] += 1
             gold = labels[r, at]
             pred = logits[r, at, first:first + k].argmax(-1) + first
             latest = ids[r, code_positions(ids[r])[:len(at)]]  # the context's image comes first
@@ -73,7 +81,7 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
             "unchanged": (c["right"] - c["changed_right"]) / max(c["total"] - c["changed"], 1),
             "whole": share("whole", "images"), "answers": share("answers_right", "answers"),
             "image_effect": share("image_effect", "answers"),
-            "n_codes": c["total"], "n_answers": c["answers"]}
+            "n_codes": c["total"], "n_answers": c["answers"], "actions": dict(sorted(actions.items()))}
 
 
 def answer_image_effect(model, batch, logits, rows, first: int, k: int) -> float:
@@ -119,6 +127,9 @@ def main() -> None:
               f"changed {100 * r['changed']:5.1f}%, unchanged {100 * r['unchanged']:5.1f}%, images whole "
               f"{100 * r['whole']:5.1f}% ({r['n_codes']} codes); answers {100 * r['answers']:5.1f}% "
               f"({r['n_answers']} answer steps), answer's change with the image blanked {r['image_effect']:.3f}")
+        right, asked = (sum(t[i] for t in r["actions"].values()) for i in (0, 1))
+        by_step = ", ".join(f"{k}: {a}/{b}" for k, (a, b) in r["actions"].items())
+        print(f"{'':12s} actions right {100 * right / max(asked, 1):5.1f}% by step ({by_step})")
 
 
 if __name__ == "__main__":
