@@ -3,7 +3,7 @@ on held-out one-step examples (the true action line and the true latest image in
 training): accuracy of its image codes, next to what copying the latest image unchanged would score,
 then apart for the codes the action changes (the agent's old and new cell) and the others, images
 right whole, the action lines right (the action after "Step k:", looked up in the question) by k,
-and answer steps right (the whole answer line, from the true final image). A model below
+for a model that writes plans (`--plan`) the plans right whole (every slot), and answer steps right (the whole answer line, from the true final image). A model below
 the copy line has not learned to copy yet; one above it draws the action's change too. Last, whether
 the answer looks at the final image at all: the mean total-variation distance between the answer
 token's distribution with the context's image and with every code of it blanked (set to the image's
@@ -18,6 +18,7 @@ import argparse
 
 import torch
 
+from vrm.formats.visual import PLAN
 from vrm.model import load_model
 from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, code_ids
 from vrm.tasks import TEST_SEED_BASE, get_task
@@ -38,7 +39,8 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
 
     pairs = [(task, task.sample(TEST_SEED_BASE + i)) for i in range(n)]
     c = dict.fromkeys(("right", "copied", "total", "changed", "changed_right", "whole", "images",
-                       "answers", "answers_right", "image_effect"), 0)
+                       "answers", "answers_right", "image_effect", "plans", "plans_right"), 0)
+    plan_id = processor.tokenizer.convert_tokens_to_ids(PLAN)
     actions = {}  # step k -> [right, asked]
     for b in range(0, n, batch_size):
         batch = collate(stage.examples(processor, pairs[b:b + batch_size], draw=10_000 + b),
@@ -62,6 +64,11 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
                 tally = actions.setdefault(int(step.split()[1].rstrip(":")), [0, 0])
                 tally[0] += int(logits[r, said[0]].argmax() == labels[r, said[0]])
                 tally[1] += 1
+            opened = (labels[r] == plan_id).nonzero().flatten()
+            if len(opened):  # the plan: from its first slot to the image
+                slots = torch.arange(int(opened[0]) + 1, int(at[0]) - 1)
+                c["plans"] += 1
+                c["plans_right"] += int((logits[r, slots].argmax(-1) == labels[r, slots]).all())
             gold = labels[r, at]
             pred = logits[r, at, first:first + k].argmax(-1) + first
             latest = ids[r, code_positions(ids[r])[:len(at)]]  # the context's image comes first
@@ -80,7 +87,7 @@ def code_accuracy(model, processor, stage, task, n: int, batch_size: int = 16) -
             "changed": share("changed_right", "changed"),
             "unchanged": (c["right"] - c["changed_right"]) / max(c["total"] - c["changed"], 1),
             "whole": share("whole", "images"), "answers": share("answers_right", "answers"),
-            "image_effect": share("image_effect", "answers"),
+            "image_effect": share("image_effect", "answers"), "plans": share("plans_right", "plans"),
             "n_codes": c["total"], "n_answers": c["answers"], "actions": dict(sorted(actions.items()))}
 
 
@@ -114,12 +121,14 @@ def main() -> None:
     p.add_argument("--style", default="short", help="the tasks' question style (the one the model trained on)")
     p.add_argument("--n", type=int, default=96, help="held-out episodes per task (one random step each)")
     p.add_argument("--answer-share", type=float, default=0.3, help="share of episodes asked their answer step")
+    p.add_argument("--plan", action="store_true", help="the model writes plans (it trained with plan=true)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, processor = load_model(args.model)
     model.eval()
-    stage = MVoTStage(MVoTConfig(vq=f"{args.model}/{IMAGE_TOKENIZER_DIR}", answer_share=args.answer_share))
+    stage = MVoTStage(MVoTConfig(vq=f"{args.model}/{IMAGE_TOKENIZER_DIR}", answer_share=args.answer_share,
+                                       plan=args.plan))
     for name in args.tasks.split(","):
         task = get_task(name, style=args.style, sizes=args.sizes)
         r = code_accuracy(model, processor, stage, task, args.n)
@@ -129,7 +138,8 @@ def main() -> None:
               f"({r['n_answers']} answer steps), answer's change with the image blanked {r['image_effect']:.3f}")
         right, asked = (sum(t[i] for t in r["actions"].values()) for i in (0, 1))
         by_step = ", ".join(f"{k}: {a}/{b}" for k, (a, b) in r["actions"].items())
-        print(f"{'':12s} actions right {100 * right / max(asked, 1):5.1f}% by step ({by_step})")
+        plans = f"; plans right whole {100 * r['plans']:5.1f}%" if args.plan else ""
+        print(f"{'':12s} actions right {100 * right / max(asked, 1):5.1f}% by step ({by_step}){plans}")
 
 
 if __name__ == "__main__":

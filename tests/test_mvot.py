@@ -2,6 +2,7 @@
 V-metrics and `vrm train mvot` end to end on a tiny model."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from vrm import VrmError
 from vrm.config import load_config
 from vrm.eval.visual import thought_checks, visual_summary
 from vrm.formats import get_format
-from vrm.formats.visual import image_text, read_images, step_examples, step_lines
+from vrm.formats.visual import (PLAN, PLAN_SLOTS, image_text, plan_text, read_images, step_examples, step_lines,
+                                without_plan)
 from vrm.infer.interleaved import ImageSpanConstraint, generate_visual
 from vrm.model.image_codes import code_ids, load_checkpoint_image_tokenizer, marker_ids
 from vrm.model.vq import ImageTokenizer, ImageTokenizerConfig
@@ -58,6 +60,32 @@ def test_step_examples_keep_only_the_latest_image():
     assert parsed.stages["images"] == str(m + 1) and "[image] Step 1: Go" in parsed.stages["steps"]
     with pytest.raises(ValueError, match="image codes"):
         get_format("visual").target(s, task)
+
+
+def test_plan_crosses_off_one_action_per_step():
+    # 3x3 maze walks: every step line's plan is the question's actions right-aligned in the fixed
+    # slots with the steps taken so far crossed off; the action of step k is the first slot not
+    # done in the plan before it, and the answer step comes when the last slot is done.
+    task = get_task("maze", sizes="3", style="short")
+    s = next(task.sample(i) for i in range(50) if len(task.sample(i).trace["actions"]) >= 3)
+    actions = s.trace["actions"]
+    lines = step_lines(s, plan=True)
+    assert [without_plan(line) for line in lines] == step_lines(s)
+    slots_of = lambda text: re.findall(r"Done\.|Go \w+\.", text.split(PLAN)[1])  # noqa: E731
+    previous = slots_of(plan_text(actions, 0))
+    assert len(previous) == PLAN_SLOTS and previous[-len(actions):] == [f"Go {a}." for a in actions]
+    for k, line in enumerate(lines):
+        slots = slots_of(line)
+        first_open = next(i for i, w in enumerate(previous) if w != "Done.")
+        assert line.startswith(f"Step {k + 1}: {previous[first_open]} ")
+        assert slots == previous[:first_open] + ["Done."] + previous[first_open + 1:]
+        previous = slots
+    assert previous == ["Done."] * PLAN_SLOTS
+    ctx, target = step_examples(s, [[k] for k in range(len(actions) + 1)], plan=True)[2]
+    assert ctx.count(PLAN) == 1 and ctx.startswith(f"{step_lines(s)[0]} {lines[1]} <boi>")
+    assert target == f" {lines[2]} <boi><img_3><eoi>"
+    with pytest.raises(ValueError, match="holds 14"):
+        plan_text(["up"] * 15, 0)
 
 
 def test_visual_parse_unreadable_is_unparsed():
@@ -109,6 +137,15 @@ def test_step_lines_are_one_length_in_a_visual_model(trained):
     assert tok.convert_ids_to_tokens([first, first + n - 1]) == ["<img_0>", f"<img_{n - 1}>"]
     assert tok.decode(tok(" Step 3: Go down. The answer is B.", add_special_tokens=False)["input_ids"]) \
         == " Step 3: Go down. The answer is B."
+    # The plan: one token per slot and one between, so a plan is 2 * PLAN_SLOTS + 1 tokens whatever
+    # it holds; the question's moves one token each, 2 apart ("Actions: up, down, left.").
+    plans = {len(tok(plan_text(a, d), add_special_tokens=False)["input_ids"])
+             for a, d in ((["up"], 0), (["down", "left", "right"], 1), (["up"] * PLAN_SLOTS, 3))}
+    assert plans == {2 * PLAN_SLOTS + 1}
+    pieces = tok.convert_ids_to_tokens(tok("Actions: up, right, down, left. Does", add_special_tokens=False)["input_ids"])
+    at = pieces.index(" up")
+    assert pieces[at:at + 8] == [" up", ",", " right", ",", " down", ",", " left", "."]
+    assert " up" not in tok.convert_ids_to_tokens(tok("the upper deck", add_special_tokens=False)["input_ids"])
 
 
 def test_changed_codes_are_the_cells_the_action_changes(trained, vq):

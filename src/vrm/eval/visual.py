@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from vrm.eval.cells import cell_errors, cells_right, grid_size
 from vrm.formats import get_format
-from vrm.formats.visual import step_lines
+from vrm.formats.visual import step_lines, without_plan
 from vrm.infer.interleaved import generate_visual
 from vrm.tasks import Sample, Task
 
@@ -70,7 +70,7 @@ def thought_checks(thoughts, sample: Sample, task: Task, through=None, lines=())
         run += 1
     run = min(run, steps)
     true_lines = step_lines(sample)
-    act = [k < len(true_lines) and line == true_lines[k] for k, line in enumerate(lines)]
+    act = [k < len(true_lines) and without_plan(line) == true_lines[k] for k, line in enumerate(lines)]
     return {"steps": steps, "acc": acc, "red": red, "act": act, "stopped": len(thoughts) == steps,
             "v_steps": run, "v_ratio": run / steps if steps else 1.0}
 

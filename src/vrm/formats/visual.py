@@ -65,31 +65,83 @@ def strip_images(text: str) -> str:
 
 MAX_STEPS = 40  # step numbers that get a token of their own (`step_words`)
 STEP_ACTIONS = ("left", "down", "right", "up", "pickup", "drop", "toggle")  # the spatial tasks' actions
+PLAN, DONE = "Remaining:", "Done."  # a step's plan: the actions still to take (`plan_text`)
+PLAN_SLOTS = 14  # a plan's fixed length: walks of up to 14 actions (6x6 questions have up to 13)
 
 
 def step_words() -> list[str]:
     """The pieces of every step line, each to become one token of a visual-thought model
-    (`vrm.model.image_codes.add_image_codes`): "Step 1:" ... "Step 40:" and each action's phrase.
-    With them every step line is 3 tokens ("Step 3:", " ", "Go down."), so an image and the next
+    (`vrm.model.image_codes.add_image_codes`): "Step 1:" ... "Step 40:", each action's phrase and
+    the plan's two words (`plan_text`). With them every step line is 3 tokens ("Step 3:", " ", "Go down."), so an image and the next
     one sit a fixed distance apart whichever action lies between them and a code is redrawn from
     the code a fixed number of tokens back; a byte-level tokenizer that never saw these words
     spends 10 to 13 tokens on a line, varying with the action.
 
     >>> words = step_words()
-    >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-1]
-    ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], 'Toggle.')
+    >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-3:]
+    ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], ['Toggle.', 'Remaining:', 'Done.'])
     """
-    return [f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [f"{action_phrase(a)}." for a in STEP_ACTIONS]
+    return ([f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [f"{action_phrase(a)}." for a in STEP_ACTIONS]
+            + [PLAN, DONE])
 
 
-def step_lines(sample: Sample) -> list[str]:
-    """One line per action the trace takes (a FrozenLake walk that falls stops there).
+def question_words() -> list[str]:
+    """The moves as a one-line question lists them (" up", " down", ...), to become one token each in a
+    visual-thought model, as a whole word only: a byte-level tokenizer that never saw them spends 1 to
+    4 tokens on each, so the k-th action of "Actions: up, right, down." sits nowhere fixed, and with
+    one token each item k sits 2 tokens after item k-1, which `plan_text` copies at a fixed distance.
 
-    >>> step_lines(Sample("x", None, "q", "A", "t", trace={"actions": [1, 2, 0], "states": [[0, 0], [1, 0], [1, 1]]}))
+    >>> question_words()
+    [' left', ' down', ' right', ' up']
+    """
+    return [f" {move}" for move in STEP_ACTIONS[:4]]
+
+
+def plan_text(actions: Sequence[int | str], done: int) -> str:
+    """What a step writes after its action line when the MVoT run trains with ``plan``: the question's
+    actions in ``PLAN_SLOTS`` fixed slots, right-aligned (the last action in the last slot) and the
+    first ``done`` crossed off, empty slots and crossed ones alike ``Done.``. Every piece is one
+    token, so each slot copies a fixed distance back: at step 1 the question's list (its last item
+    sits a fixed distance before the reply, the others 2 tokens apart), later the previous step's
+    plan, with one slot changed, the first one not done, which is also the next action; and the walk
+    is over when the last slot is done.
+
+    >>> plan = plan_text(["up", "right", "down"], 1)
+    >>> plan.startswith("Remaining: Done. Done."), plan.count("Done."), plan.endswith("Done. Go right. Go down.")
+    (True, 12, True)
+    >>> plan_text(["up"], 1) == " ".join([PLAN] + [DONE] * PLAN_SLOTS)
+    True
+    """
+    if len(actions) > PLAN_SLOTS:
+        raise ValueError(f"a plan holds {PLAN_SLOTS} actions, the walk has {len(actions)}")
+    slots = [DONE] * (PLAN_SLOTS - len(actions)) + [DONE if i < done else f"{action_phrase(a)}."
+                                                    for i, a in enumerate(actions)]
+    return " ".join([PLAN, *slots])
+
+
+def without_plan(line: str) -> str:
+    """A step line without the plan written after it.
+
+    >>> without_plan("Step 1: Go up. Remaining: Done. Go down."), without_plan("Step 1: Go up.")
+    ('Step 1: Go up.', 'Step 1: Go up.')
+    """
+    return line.split(f" {PLAN}", 1)[0]
+
+
+def step_lines(sample: Sample, plan: bool = False) -> list[str]:
+    """One line per action the trace takes (a FrozenLake walk that falls stops there); with ``plan``
+    each followed by what remains of the question's actions (`plan_text`).
+
+    >>> s = Sample("x", None, "q", "A", "t", trace={"actions": [1, 2, 0], "states": [[0, 0], [1, 0], [1, 1]]})
+    >>> step_lines(s)
     ['Step 1: Go down.', 'Step 2: Go right.']
+    >>> step_lines(s, plan=True)[1]
+    'Step 2: Go right. Remaining: Done. Done. Done. Done. Done. Done. Done. Done. Done. Done. Done. Done. Done. Go left.'
     """
+    actions = sample.trace["actions"]
     taken = len(sample.trace["states"]) - 1
-    return [f"Step {i + 1}: {action_phrase(a)}." for i, a in enumerate(sample.trace["actions"][:taken])]
+    lines = [f"Step {i + 1}: {action_phrase(a)}." for i, a in enumerate(actions[:taken])]
+    return [f"{line} {plan_text(actions, i + 1)}" for i, line in enumerate(lines)] if plan else lines
 
 
 def answer_line(sample: Sample) -> str:
@@ -98,27 +150,30 @@ def answer_line(sample: Sample) -> str:
 
 def context(lines: Sequence[str], latest: Sequence[int]) -> str:
     """What the assistant has written before a step, as MVoT keeps it: the step lines so far and
-    only the latest image.
+    only the latest image; like earlier images, earlier plans are left out (the latest line keeps
+    its plan).
 
-    >>> context([], [4]), context(["Step 1: Go up."], [2])
-    ('<boi><img_4><eoi>', 'Step 1: Go up. <boi><img_2><eoi>')
+    >>> context([], [4]), context(["Step 1: Go up. Remaining: Go up.", "Step 2: Go up. Remaining: Done."], [2])
+    ('<boi><img_4><eoi>', 'Step 1: Go up. Step 2: Go up. Remaining: Done. <boi><img_2><eoi>')
     """
-    return " ".join([*lines, image_text(latest)])
+    return " ".join([*(without_plan(line) for line in lines[:-1]), *lines[-1:], image_text(latest)])
 
 
-def step_example(sample: Sample, k: int, latest: Sequence[int], following: Sequence[int] | None) -> tuple[str, str]:
+def step_example(sample: Sample, k: int, latest: Sequence[int], following: Sequence[int] | None,
+                 plan: bool = False) -> tuple[str, str]:
     """MVoT's one-step example k: the context after k actions (the step lines so far and the image
     of state k, ``latest``) and the target: the next action line and the image of state k+1
-    (``following``), or, after the last action (k = number of steps), the answer. A target that
-    ends the reply ends with the end-of-turn token, added by the trainer."""
-    lines = step_lines(sample)
+    (``following``), or, after the last action (k = number of steps), the answer; with ``plan``
+    every step line carries the plan (`plan_text`). A target that ends the reply ends with the
+    end-of-turn token, added by the trainer."""
+    lines = step_lines(sample, plan)
     if not 0 <= k <= len(lines):
         raise ValueError(f"{sample.id}: step {k} of {len(lines)}")
     target = f" {lines[k]} {image_text(following)}" if k < len(lines) else f" {answer_line(sample)}"
     return context(lines[:k], latest), target
 
 
-def step_examples(sample: Sample, codes: Sequence[Sequence[int]]) -> list[tuple[str, str]]:
+def step_examples(sample: Sample, codes: Sequence[Sequence[int]], plan: bool = False) -> list[tuple[str, str]]:
     """A whole trajectory cut into MVoT's one-step examples (`step_example` for every k);
     ``codes[k]`` are the image codes of the state after k actions (``codes[0]``: the question's image).
 
@@ -128,7 +183,7 @@ def step_examples(sample: Sample, codes: Sequence[Sequence[int]]) -> list[tuple[
     steps = len(step_lines(sample))
     if len(codes) != steps + 1:
         raise ValueError(f"{sample.id}: {steps} steps need {steps + 1} images, got {len(codes)}")
-    return [step_example(sample, k, codes[k], codes[k + 1] if k < steps else None) for k in range(steps + 1)]
+    return [step_example(sample, k, codes[k], codes[k + 1] if k < steps else None, plan) for k in range(steps + 1)]
 
 
 class VisualFormat(DirectFormat):

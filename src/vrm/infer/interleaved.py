@@ -4,8 +4,8 @@ draws as image-code tokens, fed back as the context of the next step, until the 
 Between ``<boi>`` and ``<eoi>`` exactly the image's token count of codes is emitted, and codes
 nowhere else (`ImageSpanConstraint`, a logits processor, so greedy, sampling and any HF ``generate``
 option keep the rule). Each step is one ``generate`` call whose context is built as training built it
-(`vrm.formats.visual.context`: the step lines so far and only the latest image), so the model sees at
-inference what it saw in training. The drawn codes are decoded to pixels by the image tokenizer.
+(`vrm.formats.visual.context`: the step lines so far and only the latest image, and the latest
+plan when the model writes one), so the model sees at inference what it saw in training. The drawn codes are decoded to pixels by the image tokenizer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from vrm.formats.visual import BOI, context, image_text, read_images
 from vrm.infer.generate import generate_completions
 from vrm.model.image_codes import code_ids, marker_ids
 
-LINE_TOKENS = 32  # room for one action line (or the answer) besides the image
+LINE_TOKENS = 48  # room for one action line and its plan (or the answer) besides the image
 
 
 class ImageSpanConstraint(LogitsProcessor):

@@ -1,7 +1,8 @@
 """Image codes in a VLM's vocabulary, for visual thoughts (MVoT): one token per code of the image
 tokenizer (``<img_0>`` ... ``<img_{K-1}>``), with ``<boi>``/``<eoi>`` around each image, and one
 token per piece of a step line (`vrm.formats.visual.step_words`: "Step 3:", "Go down.") so that
-consecutive images sit a fixed number of tokens apart.
+consecutive images sit a fixed number of tokens apart, and one per move as a question lists it
+(`vrm.formats.visual.question_words`: " up", " down"), so the question's actions sit 2 tokens apart.
 
 A checkpoint that draws visual thoughts keeps its image tokenizer beside it, in
 ``<checkpoint>/image_tokenizer``, so it is one folder to copy and to load.
@@ -12,21 +13,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from vrm import VrmError
-from vrm.formats.visual import BOI, EOI, code_token, step_words
+from vrm.formats.visual import BOI, EOI, code_token, question_words, step_words
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 
 
 def add_image_codes(model, processor, codebook_size: int):
     """Add ``codebook_size`` code tokens (and the image markers, if missing), then the step lines'
-    words, to the tokenizer and grow the LM's embeddings to match; new rows start near the mean of
-    the old ones. The codes' ids are one contiguous run (`code_ids`)."""
+    words and the question's moves (whole words only: " up" in "Actions: up, down." but not in
+    "upper"), to the tokenizer and grow the LM's embeddings to match; new rows start near the mean
+    of the old ones. The codes' ids are one contiguous run (`code_ids`)."""
+    from tokenizers import AddedToken
+
     tok = processor.tokenizer
     if code_token(0) in tok.get_vocab():
         raise VrmError("this model already has image-code tokens")
     tok.add_tokens([BOI, EOI], special_tokens=True)
     tok.add_tokens([code_token(i) for i in range(codebook_size)], special_tokens=True)
     tok.add_tokens([word for word in step_words() if word not in tok.get_vocab()])
+    tok.add_tokens([AddedToken(word, single_word=True, normalized=False)
+                    for word in question_words() if word not in tok.get_vocab()])
     model.resize_token_embeddings(len(tok), mean_resizing=True)
     return model, processor
 

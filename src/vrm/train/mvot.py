@@ -120,6 +120,7 @@ class MVoTConfig(TrainConfig):
     # steps; 1: the answer step alone, a first run that learns to read the answer off the last image)
     answer_weight: float = 1.0  # cross-entropy weight of the answer step's words after its first (1: MVoT's plain CE)
     action_weight: float = 1.0  # cross-entropy weight of a drawing step's action ("Go down."; 1: MVoT's plain CE)
+    plan: bool = False  # each step line also writes the actions still to take (`vrm.formats.visual.plan_text`)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -196,7 +197,7 @@ class MVoTStage(Stage):
         end = processor.tokenizer.eos_token
         for task, sample, k, images in chosen:
             codes, at = flat[at:at + len(images)], at + len(images)
-            ctx, target = step_example(sample, k, codes[0], codes[1] if len(codes) > 1 else None)
+            ctx, target = step_example(sample, k, codes[0], codes[1] if len(codes) > 1 else None, self.cfg.plan)
             if len(codes) == 1:
                 target += end
             prompt = prompt_text(processor, self.fmt.prompt(sample)) + ctx
