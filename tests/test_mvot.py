@@ -432,3 +432,21 @@ def test_training_on_needs_the_checkpoints_own_image_tokenizer(trained, vq, tmp_
         stage.prepare(model, processor)
     stage = MVoTStage(load_config(MVoTConfig, None, None, TINY + [f"model={trained[0]}", f"vq={vq[1]}"]))
     assert stage.prepare(model, processor)[1] is processor
+
+
+def test_new_tokens_start_apart():
+    # transformers' mean resizing starts every new row at the old mean (cosine 0.98 between the
+    # moves), where the model cannot tell "Go up." from "Go down." and never learns to; vrm's new
+    # rows are random directions at the old rows' median length: about orthogonal.
+    from vrm.model import load_model
+    from vrm.model.image_codes import add_image_codes
+
+    model, processor = load_model(None)
+    old = model.get_input_embeddings().weight.shape[0]
+    add_image_codes(model, processor, 16)
+    table = model.get_input_embeddings().weight.detach()
+    ids = processor.tokenizer.convert_tokens_to_ids(["Go left.", "Go down.", "Go right.", "Go up.", " up", " down"])
+    rows = torch.nn.functional.normalize(table[ids], dim=1)
+    cosines = (rows @ rows.T)[~torch.eye(len(ids), dtype=torch.bool)]
+    assert cosines.abs().max() < 0.4
+    assert torch.allclose(table[ids].norm(dim=1), table[:old].norm(dim=1).median().expand(len(ids)))
