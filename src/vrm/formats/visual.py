@@ -72,9 +72,9 @@ PLAN_SLOTS = 14  # a plan's fixed length: walks of up to 14 actions (6x6 questio
 def step_words() -> list[str]:
     """The pieces of every step line, each to become one token of a visual-thought model
     (`vrm.model.image_codes.add_image_codes`): "Step 1:" ... "Step 40:", each action's phrase and
-    the plan's two words (`plan_text`). With them every step line is 3 tokens ("Step 3:", " ", "Go down."), so an image and the next
-    one sit a fixed distance apart whichever action lies between them and a code is redrawn from
-    the code a fixed number of tokens back; a byte-level tokenizer that never saw these words
+    the plan's two words (`plan_text`). With them every step line is 3 tokens ("Step 3:", " ",
+    "Go down."), so an image and the next one sit a fixed distance apart whichever action lies
+    between them and a code is redrawn from the code a fixed number of tokens back; a byte-level tokenizer that never saw these words
     spends 10 to 13 tokens on a line, varying with the action.
 
     >>> words = step_words()

@@ -5,7 +5,8 @@ Between ``<boi>`` and ``<eoi>`` exactly the image's token count of codes is emit
 nowhere else (`ImageSpanConstraint`, a logits processor, so greedy, sampling and any HF ``generate``
 option keep the rule). Each step is one ``generate`` call whose context is built as training built it
 (`vrm.formats.visual.context`: the step lines so far and only the latest image, and the latest
-plan when the model writes one), so the model sees at inference what it saw in training. The drawn codes are decoded to pixels by the image tokenizer.
+plan when the model writes one), so the model sees at inference what it saw in training. The drawn
+codes are decoded to pixels by the image tokenizer.
 """
 
 from __future__ import annotations
