@@ -3,8 +3,9 @@ on held-out one-step examples (the true action line and the true latest image in
 training): accuracy of its image codes, next to what copying the latest image unchanged would score,
 then apart for the codes the action changes (the agent's old and new cell) and the others, images
 right whole, the action lines right (the action after "Step k:", looked up in the question) by k,
-for a model that writes plans (`--plan`) the plans right whole (every slot), and answer steps right (the whole answer line, from the true final image). A model below
-the copy line has not learned to copy yet; one above it draws the action's change too. Last, whether
+for a model that writes plans (`--plan`) the plans right whole (every slot), and answer steps right
+(the whole answer line, from the true final image). A model below the copy line has not learned
+to copy yet; one above it draws the action's change too. Last, whether
 the answer looks at the final image at all: the mean total-variation distance between the answer
 token's distribution with the context's image and with every code of it blanked (set to the image's
 most common code, the background). Near 0, the model answers from the text alone (e.g. a walk cut

@@ -142,7 +142,8 @@ def test_step_lines_are_one_length_in_a_visual_model(trained):
     plans = {len(tok(plan_text(a, d), add_special_tokens=False)["input_ids"])
              for a, d in ((["up"], 0), (["down", "left", "right"], 1), (["up"] * PLAN_SLOTS, 3))}
     assert plans == {2 * PLAN_SLOTS + 1}
-    pieces = tok.convert_ids_to_tokens(tok("Actions: up, right, down, left. Does", add_special_tokens=False)["input_ids"])
+    question = tok("Actions: up, right, down, left. Does", add_special_tokens=False)["input_ids"]
+    pieces = tok.convert_ids_to_tokens(question)
     at = pieces.index(" up")
     assert pieces[at:at + 8] == [" up", ",", " right", ",", " down", ",", " left", "."]
     assert " up" not in tok.convert_ids_to_tokens(tok("the upper deck", add_special_tokens=False)["input_ids"])
