@@ -58,6 +58,18 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and "demo" in out.stdout and "train" in out.stdout
 
 
+def test_train_reads_a_named_recipe_section(capsys, tmp_path):
+    """`--section` picks the recipe's section (YAML merge keys work); a missing one is named."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("mvot: &m\n  steps: 3\nmvot_b:\n  <<: *m\n  stepz: 1\n")
+    code, _, err = run(capsys, "train", "mvot", "--recipe", str(recipe), "--section", "mvot_b", "--quiet")
+    assert code == 2 and "stepz" in err  # mvot_b's own key was read (and is not an option)
+    code, _, err = run(capsys, "train", "mvot", "--recipe", str(recipe), "--section", "nope", "--quiet")
+    assert code == 2 and "no 'nope' section (has: mvot, mvot_b)" in err
+    code, _, err = run(capsys, "train", "all", "--recipe", str(recipe), "--section", "mvot_b", "--quiet")
+    assert code == 2 and "--section reads one stage" in err
+
+
 @needs_model
 def test_embedded_model_answers_and_demo_writes_report(tmp_path, capsys):
     from vrm.tasks import TASKS, get_task

@@ -88,6 +88,25 @@ def test_maze_walks_follow_passages(samples):
         assert len({tuple(c) for c in t["candidates"]}) == 4 and t["start"] not in t["candidates"]
 
 
+@pytest.mark.parametrize("name", ["frozenlake", "maze"])
+def test_min_actions_gives_long_walks_still_balanced(name):
+    """A walk-length floor: every walk has min..max moves, labels still the environment's, answers balanced."""
+    task = TASKS[name](sizes="4,5", min_actions=9, max_actions=13)
+    got = [task.sample(seed) for seed in range(200)]
+    assert all(9 <= len(s.trace["actions"]) <= 13 for s in got)
+    for s in got:
+        t = s.trace
+        if name == "frozenlake":
+            assert run_episode(t["map"], t["actions"]) == (t["states"], t["outcome"])
+        else:
+            assert walk(t["maze"], t["start"], t["actions"]) == (t["states"], 0)
+    counts = Counter(s.answer for s in got)
+    assert all(abs(c / len(got) - 1 / len(LETTERS[name])) < 0.1 for c in counts.values()), counts
+    assert TASKS[name]().sample(7).trace == TASKS[name](min_actions=1).sample(7).trace  # 1: the default walks
+    with pytest.raises(ValueError, match="min_actions must be in 1..6"):
+        TASKS[name](sizes="3,4", min_actions=7)
+
+
 def test_maze_env_hand_checked():
     rows = ["+-+-+-+",
             "|     |",

@@ -337,3 +337,29 @@ def test_length_groups_give_the_loss_and_gradient_of_one_padded_call(tmp_path, e
     assert grouped_named.keys() == one_named.keys()
     for k in one_named:
         assert float(grouped_named[k]) == pytest.approx(float(one_named[k]), rel=1e-5)
+
+
+def test_a_mixture_names_one_task_twice_with_variants():
+    from vrm.train.loop import TrainConfig, config_tasks
+
+    cfg = TrainConfig(tasks={"maze": 1.0, "maze@long": 1.0},
+                      task_params={"maze": {"sizes": "3"}, "maze@long": {"sizes": "5", "min_actions": 9, "max_actions": 13}})
+    short, long = config_tasks(cfg, split="test")
+    assert short.name == long.name == "maze" and (short.sizes, long.sizes) == ((3,), (5,))
+    assert len(long.sample(0).trace["actions"]) >= 9 and len(short.sample(0).trace["actions"]) <= 7
+    with pytest.raises(VrmError, match="unknown task 'mase'"):
+        config_tasks(TrainConfig(tasks={"mase@long": 1.0}))
+
+
+def test_the_spatial_recipes_long_walk_section_extends_its_mvot_section():
+    from pathlib import Path
+
+    from vrm.config import load_config
+    from vrm.train.loop import config_tasks
+    from vrm.train.mvot import MVoTConfig
+
+    recipe = Path(__file__).parent.parent / "recipes" / "spatial.yaml"
+    main, long = (load_config(MVoTConfig, recipe, section) for section in ("mvot", "mvot_long"))
+    assert long.model == main.out_dir + "/final" and (long.plan, long.vq) == (main.plan, main.vq)
+    lengths = [len(t.sample(3).trace["actions"]) for t in config_tasks(long)[2:]]
+    assert all(9 <= n <= 13 for n in lengths)

@@ -182,11 +182,14 @@ def cmd_train(args) -> None:
               "sft": (sft.SFTConfig, sft.run), "reasoning": (sft.SFTConfig, sft.run),
               "grpo": (grpo.GRPOConfig, grpo.run), "vq": (vq.VQConfig, vq.run), "mvot": (mvot.MVoTConfig, mvot.run)}
     names = recipe_stages(args.recipe) if args.stage == "all" else [args.stage]
+    if args.section and len(names) > 1:
+        raise VrmError("--section reads one stage's settings; name the stage, not 'all'")
     t0 = time.time()
     for name in names:
         cls, run = stages[name]
         overrides = args.overrides + (["progress=false"] if args.quiet else [])
-        cfg = load_config(cls, args.recipe, name if args.recipe else None, overrides)
+        section = (args.section or name) if args.recipe else None
+        cfg = load_config(cls, args.recipe, section, overrides)
         run(cfg)
         print(f"learning curve of {name} ({cfg.out_dir}/log.jsonl):")
         for line in (Path(cfg.out_dir) / "log.jsonl").read_text().splitlines():
@@ -269,6 +272,8 @@ def parser() -> argparse.ArgumentParser:
                                       "or teach it visual thoughts (vq: the image tokenizer, then mvot)")
     t.add_argument("stage", choices=["vision", "align", "sft", "reasoning", "grpo", "vq", "mvot", "all"])
     t.add_argument("--recipe", help="YAML recipe, e.g. recipes/tiny.yaml")
+    t.add_argument("--section", help="the recipe's section to read (default: the stage's name), e.g. mvot_long "
+                                     "for a second mvot stage")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 tiny.lm_layers=2 (one entry); \"tasks={shapes: 1}\" replaces the whole value")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)

@@ -150,8 +150,9 @@ def add_lora(model, cfg: TrainConfig):
 
 def config_tasks(cfg, **override) -> list:
     """The tasks ``cfg.tasks`` names, each built with its ``cfg.task_params`` (and ``override``,
-    e.g. ``split="test"`` for evaluation)."""
-    return [get_task(name, **{**cfg.task_params.get(name, {}), **override}) for name in cfg.tasks]
+    e.g. ``split="test"`` for evaluation). A name may carry a variant after "@" ("maze@long"), so
+    that one task joins the mixture twice with different parameters (its own ``task_params`` entry)."""
+    return [get_task(name.split("@")[0], **{**cfg.task_params.get(name, {}), **override}) for name in cfg.tasks]
 
 
 def corpus(tasks, n: int = 3000) -> list[str]:

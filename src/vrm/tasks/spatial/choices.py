@@ -148,3 +148,19 @@ def parse_sizes(sizes, minimum: int) -> tuple[int, ...]:
     if not out or min(out) < minimum:
         raise ValueError(f"sizes must be at least {minimum}, got {list(out)}")
     return out
+
+
+def check_min_actions(min_actions: int, max_actions: int | None, sizes: tuple[int, ...]) -> None:
+    """``min_actions`` must be at least 1 and leave room below every size's longest walk (``max_actions``,
+    or 2n + 1 on an n x n grid): one move more, since a walk to a goal keeps its distance's parity.
+
+    >>> check_min_actions(8, 13, (3, 4, 5))
+    >>> check_min_actions(7, None, (3, 4))
+    Traceback (most recent call last):
+    ValueError: min_actions must be in 1..6 (max_actions 7 on a 3x3 grid); got 7
+    """
+    n = min(sizes)
+    limit = max_actions or 2 * n + 1
+    if not 1 <= min_actions <= limit - 1:
+        raise ValueError(f"min_actions must be in 1..{limit - 1} (max_actions {limit} on a {n}x{n} grid); "
+                         f"got {min_actions}")

@@ -27,7 +27,7 @@ from PIL import Image
 from vrm import VrmError
 from vrm.tasks.base import Explanation, Sample
 from vrm.tasks.spatial.choices import (MOVE_DEFINITION, MOVES, STYLES, answer_sentence, choice_letter, moved,
-                                       mvot_question, parse_sizes, short_question, where)
+                                       mvot_question, parse_sizes, short_question, where, check_min_actions)
 from vrm.tasks.spatial.render import blank, cell_box, fill_cell, inset
 
 OPTIONS = ("Action Success.", "Action Failed: Fall into the Hole.",
@@ -137,30 +137,38 @@ def _distances(rows: list[str], source) -> dict[tuple[int, int], int]:
     return dist
 
 
-def plan(rows: list[str], outcome: str, max_actions: int, rng: random.Random) -> list[int] | None:
-    """A random action sequence of at most ``max_actions`` meant to end in ``outcome``, or None
-    when this map cannot give one.
+def plan(rows: list[str], outcome: str, max_actions: int, rng: random.Random,
+         min_actions: int = 1) -> list[int] | None:
+    """A random action sequence of ``min_actions`` to ``max_actions`` moves meant to end in
+    ``outcome``, or None when this map cannot give one.
 
     success: a walk to the goal that heads for it 70% of the time (always when the budget is
-    tight). hole / safe: T moves, T the length of a success walk on the same map (so the length
-    does not give the answer away; uniform in 1..max_actions when the goal is out of reach); safe
-    walks all T moves over frozen tiles; hole walks L-1 (L uniform in 1..T), steps into an adjacent
-    hole, then lists T-L random moves that are never taken.
+    tight; never while going straight there would make it shorter than ``min_actions``, and it never
+    steps on the goal before then). hole / safe: T moves, T the length of a success walk on the same
+    map (so the length does not give the answer away; uniform in min..max_actions when the goal is
+    out of reach); safe walks all T moves over frozen tiles; hole walks L-1 (L uniform in 1..T),
+    steps into an adjacent hole, then lists T-L random moves that are never taken.
     """
     start = _find(rows, "S")
     if outcome == "success":
-        dist = _distances(rows, _find(rows, "G"))
+        goal = _find(rows, "G")
+        dist = _distances(rows, goal)
         if dist.get(start, max_actions + 1) > max_actions:
             return None
         cell, actions = start, []
-        while rows[cell[0]][cell[1]] != "G":
-            options = [(a, nb) for a, nb in _neighbours(rows, cell) if nb in dist]
+        while cell != goal:
+            early = len(actions) + 1 < min_actions  # stepping on the goal now would end too soon
+            options = [(a, nb) for a, nb in _neighbours(rows, cell) if nb in dist and not (early and nb == goal)]
             closer = [(a, nb) for a, nb in options if dist[nb] < dist[cell]]
             tight = len(actions) + dist[cell] + 2 > max_actions  # one more detour would not fit
-            a, cell = rng.choice(closer if tight or rng.random() < 0.7 else options)
+            short = len(actions) + dist[cell] < min_actions  # going straight there would end too soon
+            pool = closer if tight or (not short and rng.random() < 0.7) else options
+            if not pool or len(actions) >= max_actions:
+                return None
+            a, cell = rng.choice(pool)
             actions.append(a)
         return actions
-    total = len(plan(rows, "success", max_actions, rng) or []) or rng.randint(1, max_actions)
+    total = len(plan(rows, "success", max_actions, rng, min_actions) or []) or rng.randint(min_actions, max_actions)
     for _ in range(WALK_TRIES):
         if outcome == "safe":
             walk = _walk(rows, start, total, rng)
@@ -200,6 +208,8 @@ class FrozenLakeTask:
         sizes: lake sizes (n x n) to draw from; any n >= 2. A string "3,4" or an int works too.
         frozen: probability that a tile is frozen (gymnasium's ``p``).
         max_actions: longest action sequence (default 2n + 1 for an n x n lake).
+        min_actions: shortest action sequence (default 1); e.g. 8 with ``max_actions=13`` gives long
+            walks on small lakes, as a larger lake's walks are.
         canvas: image side in pixels.
         style: "mvot" (MVoT's question text), "short" (one line) or "steps" (one line, the actions
             numbered as the visual format's step lines).
@@ -208,6 +218,7 @@ class FrozenLakeTask:
     sizes: tuple[int, ...] = (3, 4, 5, 6)
     frozen: float = 0.8
     max_actions: int | None = None
+    min_actions: int = 1
     canvas: int = 64
     style: str = "mvot"
     name: str = "frozenlake"
@@ -221,6 +232,7 @@ class FrozenLakeTask:
         if self.max_actions is not None and self.max_actions < 2 * max(self.sizes) - 2:
             raise ValueError(f"max_actions must be at least {2 * max(self.sizes) - 2} (corner to corner "
                              f"on a {max(self.sizes)}x{max(self.sizes)} lake)")
+        check_min_actions(self.min_actions, self.max_actions, self.sizes)
         if self.style not in STYLES:
             raise ValueError(f"unknown style {self.style!r}; known: {list(STYLES)}")
         for n in self.sizes:
@@ -233,7 +245,7 @@ class FrozenLakeTask:
         limit = self.max_actions or 2 * n + 1
         for _ in range(MAP_TRIES):
             rows = random_map(n, self.frozen, rng)
-            actions = plan(rows, target, limit, rng)
+            actions = plan(rows, target, limit, rng, self.min_actions)
             if actions is not None:
                 break
         else:

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from vrm import VrmError
 from vrm.tasks.base import Explanation, Sample
 from vrm.tasks.spatial.choices import (LETTERS, MOVE_DEFINITION, MOVES, STYLES, action_list, answer_sentence,
-                                       choice_letter, moved, mvot_question, parse_sizes, where)
+                                       check_min_actions, choice_letter, moved, mvot_question, parse_sizes, where)
 from vrm.tasks.spatial.render import blank, cell_box, draw_letter, fill_cell, inset, layout
 
+MAZE_TRIES = 200  # mazes drawn before giving up on a walk of min_actions..max_actions moves
 FLOOR = (250, 250, 250)
 VISITED = (254, 202, 202)  # pale red: cells the walk has passed
 AGENT = (220, 38, 38)  # red
@@ -183,6 +185,8 @@ class MazeTask:
     Args:
         sizes: maze sizes (n x n) to draw from; any n >= 3. A string "3,4" or an int works too.
         max_actions: longest walk (default 2n + 1 for an n x n maze).
+        min_actions: shortest walk (default 1); e.g. 8 with ``max_actions=13`` gives long walks in
+            small mazes, as a larger maze's walks are.
         canvas: image side in pixels.
         style: "mvot" (MVoT's question text), "short" (one line) or "steps" (one line, the actions
             numbered as the visual format's step lines).
@@ -190,6 +194,7 @@ class MazeTask:
 
     sizes: tuple[int, ...] = (3, 4, 5, 6)
     max_actions: int | None = None
+    min_actions: int = 1
     canvas: int = 64
     style: str = "mvot"
     name: str = "maze"
@@ -200,6 +205,7 @@ class MazeTask:
         self.families = tuple(f"{n}x{n}" for n in self.sizes)
         if self.max_actions is not None and self.max_actions < 1:
             raise ValueError("max_actions must be at least 1")
+        check_min_actions(self.min_actions, self.max_actions, self.sizes)
         if self.style not in STYLES:
             raise ValueError(f"unknown style {self.style!r}; known: {list(STYLES)}")
         for n in self.sizes:
@@ -208,12 +214,19 @@ class MazeTask:
     def sample(self, seed: int) -> Sample:
         rng = random.Random(f"{self.name}-{seed}")
         n = rng.choice(self.sizes)
-        passages = carve(n, rng)
-        rows = maze_text(n, passages)
-        start = (rng.randrange(n), rng.randrange(n))
-        paths = _tree_paths(n, passages, start)
         limit = self.max_actions or 2 * n + 1
-        end = rng.choice(sorted(c for c, p in paths.items() if 1 <= len(p) - 1 <= limit))
+        for _ in range(MAZE_TRIES):
+            passages = carve(n, rng)
+            rows = maze_text(n, passages)
+            start = (rng.randrange(n), rng.randrange(n))
+            paths = _tree_paths(n, passages, start)
+            ends = sorted(c for c, p in paths.items() if self.min_actions <= len(p) - 1 <= limit)
+            if ends:
+                break
+        else:
+            raise VrmError(f"maze: no {n}x{n} maze in {MAZE_TRIES} had a walk of {self.min_actions}..{limit} "
+                           "moves; lower min_actions")
+        end = rng.choice(ends)
         path = paths[end]
         actions = [next(m for m in MOVES if moved(a, m) == b) for a, b in zip(path, path[1:])]
         states, _ = walk(rows, start, actions)
