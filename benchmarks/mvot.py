@@ -5,7 +5,9 @@ questions, with the CoT-or-MVoT union and the visual-thought metrics of the two 
     python benchmarks/mvot.py --direct runs/spatial/direct/final --cot runs/spatial/think/final \\
         --interleaved runs/spatial/interleaved/final --mvot runs/spatial/mvot/final --n 100
 
-Any model may be left out (its column is skipped). ``--sizes 3,4,5,6`` are the grid sizes asked
+Any model may be left out (its column is skipped). ``--json FILE`` keeps every figure and each
+question's result; ``--reuse FILE`` takes the columns given no checkpoint from such a file (same
+questions: same ``--tasks --sizes --n --style``), so one table can join runs made apart. ``--sizes 3,4,5,6`` are the grid sizes asked
 (each size gets ``--n`` questions per task); include a size larger than training's to see
 generalisation. Questions use the short style the recipes train on (``--style``).
 """
@@ -40,6 +42,18 @@ def questions(tasks: list[str], sizes: list[int], n: int, style: str):
     return pairs
 
 
+def reused(path: str | None, asked: dict, skip: list[str]) -> tuple[dict, dict]:
+    """(results, per-question results) of the columns an earlier ``--json`` holds, but ``skip``."""
+    if not path:
+        return {}, {}
+    with open(path) as f:
+        old = json.load(f)
+    if old.get("questions") != asked:
+        raise SystemExit(f"{path}: other questions ({old.get('questions')}), not {asked}")
+    kept = [c for c in old["correct"] if c in COLUMNS and c not in skip]
+    return {c: old[c] for c in kept}, {c: old["correct"][c] for c in kept}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for column in COLUMNS:
@@ -49,14 +63,20 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100, help="questions per task and size")
     p.add_argument("--style", default="short")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", help="write every figure here")
+    p.add_argument("--json", help="write every figure (and each question's result) here")
+    p.add_argument("--reuse", help="an earlier --json of the same questions: its columns fill those given no checkpoint")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pairs = questions(args.tasks.split(","), [int(x) for x in args.sizes.split(",")], args.n, args.style)
-    results, correct = {}, {}
+    asked = {"tasks": args.tasks, "sizes": args.sizes, "n": args.n, "style": args.style}
+    results, correct = reused(args.reuse, asked, skip=[c for c in COLUMNS if getattr(args, c)])
     for column, fmt in COLUMNS.items():
         path = getattr(args, column)
         if not path:
+            if column in results:
+                print(f"{column}: {100 * results[column]['accuracy']:.1f}% (from {args.reuse})", flush=True)
+                if "visual" in results[column]:
+                    print(visual_table(results[column]), flush=True)
             continue
         model, processor = load_model(path)
         tokenizer = load_checkpoint_image_tokenizer(path) if fmt == "visual" else None
@@ -77,7 +97,7 @@ def main() -> None:
         results["cot|mvot"] = {"per_family": {k: sum(v) / len(v) for k, v in by_family.items() if "/" in k},
                                "per_task": {k: sum(v) / len(v) for k, v in by_family.items() if "/" not in k},
                                "accuracy": sum(union.values()) / len(union)}
-    names = list(results)
+    names = [c for c in (*COLUMNS, "cot|mvot") if c in results]
     print(f"\n{'accuracy (%)':18s}" + "".join(f"{n:>13s}" for n in names))
     rows = sorted({k for r in results.values() for k in r["per_family"]})
     for task in sorted({k.split("/")[0] for k in rows}):
@@ -87,7 +107,7 @@ def main() -> None:
     print(f"{'overall':18s}" + "".join(f"{100 * results[n]['accuracy']:13.1f}" for n in names))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({**results, "questions": asked, "correct": correct}, f, indent=2)
 
 
 if __name__ == "__main__":

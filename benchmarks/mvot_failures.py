@@ -1,0 +1,100 @@
+"""Where an MVoT model's wrong episodes go wrong first, by task, grid size and walk length.
+
+    python benchmarks/mvot_failures.py runs/spatial/mvot_long/final --sizes 5,6 --n 64 --show 3
+
+Each held-out question is answered with visual thoughts (`vrm.infer.interleaved`) and each wrong
+one is put in the first of: *action* (a step line names another action than the question's, at
+or before the first wrong image), *image* (a drawn thought is wrong, `vrm.eval.visual`), *stop*
+(it drew more or fewer thoughts than the walk has steps) or *answer* (all of that right, the letter
+wrong). Then accuracy by walk length. ``--show K`` prints K wrong-action episodes per row: the
+question, the actions written, and the step lines with their plans (plan models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from vrm.eval.run import batches  # noqa: E402
+from vrm.eval.visual import thought_checks  # noqa: E402
+from vrm.formats import get_format  # noqa: E402
+from vrm.formats.visual import without_plan  # noqa: E402
+from vrm.infer.interleaved import generate_visual  # noqa: E402
+from vrm.model import load_model  # noqa: E402
+from vrm.model.image_codes import load_checkpoint_image_tokenizer  # noqa: E402
+from vrm.tasks import eval_samples, get_task  # noqa: E402
+
+
+def first_wrong(check: dict) -> str:
+    """What an episode got wrong first: "action", "image", "stop" or "answer".
+
+    >>> first_wrong({"act": [True, False], "acc": [True, True], "red": [False, False], "stopped": True})
+    'action'
+    >>> first_wrong({"act": [True, True], "acc": [True, False], "red": [False, False], "stopped": True})
+    'image'
+    >>> first_wrong({"act": [True], "acc": [True], "red": [False], "stopped": False})
+    'stop'
+    """
+    action = next((k for k, right in enumerate(check["act"]) if not right), None)
+    image = next((k for k, (a, r) in enumerate(zip(check["acc"], check["red"])) if not a or r), None)
+    if action is not None and (image is None or action <= image):
+        return "action"
+    if image is not None:
+        return "image"
+    return "answer" if check["stopped"] else "stop"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--tasks", default="frozenlake,maze")
+    p.add_argument("--sizes", default="5,6")
+    p.add_argument("--n", type=int, default=64, help="questions per task and size")
+    p.add_argument("--style", default="short")
+    p.add_argument("--show", type=int, default=0, help="wrong-action episodes to print per task and size")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model, processor = load_model(args.checkpoint)
+    tokenizer = load_checkpoint_image_tokenizer(args.checkpoint)
+    fmt = get_format("visual")
+
+    def round_trip(images):
+        return tokenizer.decode(tokenizer.encode(images))
+
+    for name in args.tasks.split(","):
+        for size in (int(x) for x in args.sizes.split(",")):
+            task = get_task(name, split="test", sizes=str(size), style=args.style)
+            samples = list(eval_samples(task, n=args.n, seed=size * 100_000))  # benchmarks/mvot.py's questions
+            kinds, asked, right, shown = Counter(), Counter(), Counter(), 0
+            for batch in batches(samples, 32):
+                replies = generate_visual(model, processor, tokenizer, [s.image for s in batch],
+                                          [fmt.prompt(s) for s in batch], max_steps=16)
+                for s, reply in zip(batch, replies):
+                    check = thought_checks(reply.images, s, task, round_trip, reply.lines)
+                    parsed = fmt.parse(reply.text)
+                    ok = bool(parsed.ok and fmt.score(s, task, parsed.answer))
+                    asked[check["steps"]] += 1
+                    right[check["steps"]] += ok
+                    if ok:
+                        continue
+                    kind = first_wrong(check)
+                    kinds[kind] += 1
+                    if kind == "action" and shown < args.show:
+                        shown += 1
+                        print(f"  {s.question}\n    wrote: {[without_plan(x) for x in reply.lines]}")
+                        print("    lines: " + "\n           ".join(reply.lines[:3]))
+            wrong = sum(kinds.values())
+            print(f"{name} {size}x{size}: {100 * sum(right.values()) / len(samples):.1f}% right; first wrong in the "
+                  f"{wrong} wrong: " + ", ".join(f"{k} {kinds[k]}" for k in ("action", "image", "stop", "answer")))
+            print("  right by walk length: " + "  ".join(f"{k}: {right[k]}/{asked[k]}" for k in sorted(asked)),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
