@@ -7,7 +7,8 @@ one is put in the first of: *action* (a step line names another action than the 
 or before the first wrong image), *image* (a drawn thought is wrong, `vrm.eval.visual`), *stop*
 (it drew more or fewer thoughts than the walk has steps) or *answer* (all of that right, the letter
 wrong). Then accuracy by walk length. ``--show K`` prints K wrong-action episodes per row: the
-question, the actions written, and the step lines with their plans (plan models).
+question, the actions written, and the first wrong step line after the one before it (with their
+plans, in plan models).
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def main() -> None:
                     kinds[kind] += 1
                     if kind == "action" and shown < args.show:
                         shown += 1
+                        k = check["act"].index(False)  # the first wrong step line, after the one before it
                         print(f"  {s.question}\n    wrote: {[without_plan(x) for x in reply.lines]}")
-                        print("    lines: " + "\n           ".join(reply.lines[:3]))
+                        print("    lines: " + "\n           ".join(reply.lines[max(k - 1, 0):k + 1]))
             wrong = sum(kinds.values())
             print(f"{name} {size}x{size}: {100 * sum(right.values()) / len(samples):.1f}% right; first wrong in the "
                   f"{wrong} wrong: " + ", ".join(f"{k} {kinds[k]}" for k in ("action", "image", "stop", "answer")))
