@@ -26,8 +26,8 @@ from PIL import Image
 
 from vrm import VrmError
 from vrm.tasks.base import Explanation, Sample
-from vrm.tasks.spatial.choices import (MOVE_DEFINITION, MOVES, STYLES, answer_sentence, choice_letter, moved,
-                                       mvot_question, parse_sizes, short_question, where, check_min_actions)
+from vrm.tasks.spatial.choices import (MOVE_DEFINITION, MOVES, STYLES, answer_sentence, check_min_actions,
+                                       choice_letter, moved, mvot_question, parse_sizes, short_question, where)
 from vrm.tasks.spatial.render import blank, cell_box, fill_cell, inset
 
 OPTIONS = ("Action Success.", "Action Failed: Fall into the Hole.",
