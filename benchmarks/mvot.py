@@ -7,9 +7,9 @@ questions, with the CoT-or-MVoT union and the visual-thought metrics of the two 
 
 Any model may be left out (its column is skipped). ``--json FILE`` keeps every figure and each
 question's result; ``--reuse FILE`` takes the columns given no checkpoint from such a file (same
-questions: same ``--tasks --sizes --n --style``), so one table can join runs made apart. ``--sizes 3,4,5,6`` are the grid sizes asked
-(each size gets ``--n`` questions per task); include a size larger than training's to see
-generalisation. Questions use the short style the recipes train on (``--style``).
+questions: same ``--tasks --sizes --n --style``), so one table can join runs made apart.
+``--sizes 3,4,5,6`` are the grid sizes asked (each size gets ``--n`` questions per task); include a
+size larger than training's to see generalisation. Questions use the short style the recipes train on (``--style``).
 """
 
 from __future__ import annotations

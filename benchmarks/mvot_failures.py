@@ -21,14 +21,11 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from vrm.eval.run import batches  # noqa: E402
-from vrm.eval.visual import thought_checks  # noqa: E402
-from vrm.formats import get_format  # noqa: E402
+from mvot import questions  # noqa: E402  (benchmarks/mvot.py: the same held-out questions)
+from vrm.eval.visual import evaluate_visual  # noqa: E402
 from vrm.formats.visual import without_plan  # noqa: E402
-from vrm.infer.interleaved import generate_visual  # noqa: E402
 from vrm.model import load_model  # noqa: E402
 from vrm.model.image_codes import load_checkpoint_image_tokenizer  # noqa: E402
-from vrm.tasks import eval_samples, get_task  # noqa: E402
 
 
 def first_wrong(check: dict) -> str:
@@ -63,36 +60,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, processor = load_model(args.checkpoint)
     tokenizer = load_checkpoint_image_tokenizer(args.checkpoint)
-    fmt = get_format("visual")
-
-    def round_trip(images):
-        return tokenizer.decode(tokenizer.encode(images))
-
     for name in args.tasks.split(","):
         for size in (int(x) for x in args.sizes.split(",")):
-            task = get_task(name, split="test", sizes=str(size), style=args.style)
-            samples = list(eval_samples(task, n=args.n, seed=size * 100_000))  # benchmarks/mvot.py's questions
+            checks: dict[str, dict] = {}
+            pairs = questions([name], [size], args.n, args.style)
+            _, records = evaluate_visual(model, processor, tokenizer, pairs, progress=False, keep_checks=checks)
             kinds, asked, right, shown = Counter(), Counter(), Counter(), 0
-            for batch in batches(samples, 32):
-                replies = generate_visual(model, processor, tokenizer, [s.image for s in batch],
-                                          [fmt.prompt(s) for s in batch], max_steps=16)
-                for s, reply in zip(batch, replies):
-                    check = thought_checks(reply.images, s, task, round_trip, reply.lines)
-                    parsed = fmt.parse(reply.text)
-                    ok = bool(parsed.ok and fmt.score(s, task, parsed.answer))
-                    asked[check["steps"]] += 1
-                    right[check["steps"]] += ok
-                    if ok:
-                        continue
-                    kind = first_wrong(check)
-                    kinds[kind] += 1
-                    if kind == "action" and shown < args.show:
-                        shown += 1
-                        k = check["act"].index(False)  # the first wrong step line, after the one before it
-                        print(f"  {s.question}\n    wrote: {[without_plan(x) for x in reply.lines]}")
-                        print("    lines: " + "\n           ".join(reply.lines[max(k - 1, 0):k + 1]))
+            for (_, sample), record in zip(pairs, records):
+                check = checks[sample.id]
+                asked[check["steps"]] += 1
+                right[check["steps"]] += bool(record["correct"])
+                if record["correct"]:
+                    continue
+                kind = first_wrong(check)
+                kinds[kind] += 1
+                if kind == "action" and shown < args.show:
+                    shown += 1
+                    lines, k = check["lines"], check["act"].index(False)  # the first wrong line, after the one before
+                    print(f"  {sample.question}\n    wrote: {[without_plan(x) for x in lines]}")
+                    print("    lines: " + "\n           ".join(lines[max(k - 1, 0):k + 1]))
             wrong = sum(kinds.values())
-            print(f"{name} {size}x{size}: {100 * sum(right.values()) / len(samples):.1f}% right; first wrong in the "
+            print(f"{name} {size}x{size}: {100 * sum(right.values()) / len(pairs):.1f}% right; first wrong in the "
                   f"{wrong} wrong: " + ", ".join(f"{k} {kinds[k]}" for k in ("action", "image", "stop", "answer")))
             print("  right by walk length: " + "  ".join(f"{k}: {right[k]}/{asked[k]}" for k in sorted(asked)),
                   flush=True)

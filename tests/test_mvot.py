@@ -321,6 +321,24 @@ def test_interleaved_decoding_draws_whole_images(trained, vq):
     assert capped.finish_reason == "steps" and len(capped.thoughts) == 2
 
 
+def test_evaluate_visual_keeps_each_episodes_checks(trained, vq):
+    from vrm.eval.visual import evaluate_visual
+    from vrm.model import load_model
+
+    model, processor = load_model(trained[0])
+    task = get_task("frozenlake", sizes="3", style="short")
+    pairs = [(task, task.sample(i)) for i in range(2)]
+    checks = {}
+    _, records = evaluate_visual(model, processor, vq[0], pairs, max_steps=2, progress=False, keep_checks=checks)
+    assert list(checks) == [s.id for _, s in pairs]
+    for record in records:
+        check = checks[record["id"]]
+        assert {k: check[k] for k in ("steps", "v_steps", "v_ratio")} == {k: record["visual"][k] for k in
+                                                                         ("steps", "v_steps", "v_ratio")}
+        assert check["steps"] == len(task.sample(int(record["id"].split("-")[1])).trace["states"]) - 1
+        assert len(check["act"]) == len(check["lines"])
+
+
 def test_v_metrics_by_hand():
     from vrm.tasks.spatial.render import cell_box
 

@@ -96,11 +96,12 @@ def visual_summary(checks: list[dict]) -> dict:
 
 def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Task, Sample]], batch_size: int = 32,
                     max_steps: int = 16, progress: bool = True, total: int | None = None,
-                    keep_images: dict | None = None) -> tuple[dict, list[dict]]:
+                    keep_images: dict | None = None, keep_checks: dict | None = None) -> tuple[dict, list[dict]]:
     """Answer with visual thoughts and score answers and thoughts; returns (summary, records) as
     `vrm.eval.run.evaluate` does, the summary with ``visual`` (overall) and ``visual_per_task``.
 
-    ``keep_images``: a dict to fill with sample id -> the decoded thoughts (for reports).
+    ``keep_images``: a dict to fill with sample id -> the decoded thoughts (for reports);
+    ``keep_checks``: one to fill with sample id -> its `thought_checks` (and the step lines written).
     """
     from vrm.eval.run import answer_record, batches, summarize
 
@@ -120,6 +121,8 @@ def evaluate_visual(model, processor, image_tokenizer, pairs: Iterable[tuple[Tas
                 checks[s.task].append(check)
             if keep_images is not None:
                 keep_images[s.id] = reply.images
+            if keep_checks is not None and check:
+                keep_checks[s.id] = {**check, "lines": reply.lines}
             records.append({
                 **answer_record(task, s, fmt, reply.text), "finish_reason": reply.finish_reason,
                 **({"visual": {k: check[k] for k in ("steps", "v_steps", "v_ratio")}

@@ -163,7 +163,7 @@ def plan(rows: list[str], outcome: str, max_actions: int, rng: random.Random,
             tight = len(actions) + dist[cell] + 2 > max_actions  # one more detour would not fit
             short = len(actions) + dist[cell] < min_actions  # going straight there would end too soon
             pool = closer if tight or (not short and rng.random() < 0.7) else options
-            if not pool or len(actions) >= max_actions:
+            if not pool:  # the goal is the only way on, and too soon to step on it
                 return None
             a, cell = rng.choice(pool)
             actions.append(a)
