@@ -123,13 +123,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=96, help="held-out episodes per task (one random step each)")
     p.add_argument("--answer-share", type=float, default=0.3, help="share of episodes asked their answer step")
     p.add_argument("--plan", action="store_true", help="the model writes plans (it trained with plan=true)")
+    p.add_argument("--mark-next", action="store_true", help="its plans mark the next action (mark_next=true)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, processor = load_model(args.model)
     model.eval()
     stage = MVoTStage(MVoTConfig(vq=f"{args.model}/{IMAGE_TOKENIZER_DIR}", answer_share=args.answer_share,
-                                       plan=args.plan))
+                                       plan=args.plan or args.mark_next, mark_next=args.mark_next))
     for name in args.tasks.split(","):
         task = get_task(name, style=args.style, sizes=args.sizes)
         r = code_accuracy(model, processor, stage, task, args.n)
@@ -139,7 +140,7 @@ def main() -> None:
               f"({r['n_answers']} answer steps), answer's change with the image blanked {r['image_effect']:.3f}")
         right, asked = (sum(t[i] for t in r["actions"].values()) for i in (0, 1))
         by_step = ", ".join(f"{k}: {a}/{b}" for k, (a, b) in r["actions"].items())
-        plans = f"; plans right whole {100 * r['plans']:5.1f}%" if args.plan else ""
+        plans = f"; plans right whole {100 * r['plans']:5.1f}%" if args.plan or args.mark_next else ""
         print(f"{'':12s} actions right {100 * right / max(asked, 1):5.1f}% by step ({by_step}){plans}")
 
 

@@ -88,6 +88,34 @@ def test_plan_crosses_off_one_action_per_step():
         plan_text(["up"] * 15, 0)
 
 
+def test_marked_plan_has_one_next_slot_that_follows_from_two_slots_before():
+    # With mark_next the next action is the one "Next:" slot of the plan before (step 1: the
+    # question's first), and each slot of a plan is a function of the previous plan's same slot and
+    # the one before it: Next -> Done, after a Next -> marked, else copied.
+    task = get_task("maze", sizes="4", style="short")
+    s = next(task.sample(i) for i in range(80) if len(task.sample(i).trace["actions"]) >= 5)
+    actions = s.trace["actions"]
+    lines = step_lines(s, plan=True, mark_next=True)
+    assert [line.replace("Next: ", "") for line in lines] == step_lines(s, plan=True)
+    assert [without_plan(line) for line in lines] == step_lines(s)
+    slots_of = lambda text: re.findall(r"Done\.|Next: Go \w+\.|Go \w+\.", text.split(PLAN)[1])  # noqa: E731
+    previous = slots_of(plan_text(actions, 0, mark_next=True))
+    assert previous[-len(actions)] == f"Next: Go {actions[0]}."
+    for line in lines:
+        marked = [w for w in previous if w.startswith("Next:")]
+        assert len(marked) == 1 and line.split(PLAN)[0].split(": ", 1)[1].strip() == marked[0][len("Next: "):]
+        slots = slots_of(line)
+        rule = ["Done." if p.startswith("Next:") else f"Next: {p}" if i and previous[i - 1].startswith("Next:")
+                else p for i, p in enumerate(previous)]
+        assert slots == rule
+        previous = slots
+    assert previous == ["Done."] * PLAN_SLOTS
+    ctx, target = step_examples(s, [[k] for k in range(len(actions) + 1)], plan=True, mark_next=True)[1]
+    assert ctx.startswith(lines[0]) and target == f" {lines[1]} <boi><img_2><eoi>"
+    with pytest.raises(ValueError, match="needs plan=true"):
+        MVoTConfig(mark_next=True)
+
+
 def test_visual_parse_unreadable_is_unparsed():
     fmt = get_format("visual")
     assert not fmt.parse("<boi><img_1><eoi> Step 1: Go up. <boi><img_2>").ok
@@ -139,8 +167,8 @@ def test_step_lines_are_one_length_in_a_visual_model(trained):
         == " Step 3: Go down. The answer is B."
     # The plan: one token per slot and one between, so a plan is 2 * PLAN_SLOTS + 1 tokens whatever
     # it holds; the question's moves one token each, 2 apart ("Actions: up, down, left.").
-    plans = {len(tok(plan_text(a, d), add_special_tokens=False)["input_ids"])
-             for a, d in ((["up"], 0), (["down", "left", "right"], 1), (["up"] * PLAN_SLOTS, 3))}
+    plans = {len(tok(plan_text(a, d, mark), add_special_tokens=False)["input_ids"])
+             for a, d in ((["up"], 0), (["down", "left", "right"], 1), (["up"] * PLAN_SLOTS, 3)) for mark in (0, 1)}
     assert plans == {2 * PLAN_SLOTS + 1}
     question = tok("Actions: up, right, down, left. Does", add_special_tokens=False)["input_ids"]
     pieces = tok.convert_ids_to_tokens(question)
@@ -469,3 +497,27 @@ def test_new_tokens_start_apart():
     cosines = (rows @ rows.T)[~torch.eye(len(ids), dtype=torch.bool)]
     assert cosines.abs().max() < 0.4
     assert torch.allclose(table[ids].norm(dim=1), table[:old].norm(dim=1).median().expand(len(ids)))
+
+
+def test_training_on_adds_the_step_words_a_checkpoint_lacks(monkeypatch):
+    # A checkpoint made before the plan's "Next:" slots existed gains them (and only them) when
+    # trained on with mark_next; its other rows are untouched, and a model that has every word is
+    # left as it is.
+    from vrm.model import image_codes, load_model
+    from vrm.formats.visual import step_words
+
+    model, processor = load_model(None)
+    before = [w for w in step_words() if not w.startswith("Next:")]
+    monkeypatch.setattr(image_codes, "step_words", lambda: before)
+    image_codes.add_image_codes(model, processor, 16)
+    monkeypatch.undo()
+    table = model.get_input_embeddings().weight.detach().clone()
+    image_codes.add_step_words(model, processor)
+    grown = model.get_input_embeddings().weight.detach()
+    assert len(grown) == len(table) + 7 and torch.equal(grown[:len(table)], table)
+    tok = processor.tokenizer
+    ids = tok(" Remaining: Done. Next: Go up. Go up.", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids)[1::2] == ["Remaining:", "Done.", "Next: Go up.", "Go up."]
+    assert ids[5] >= len(table)
+    image_codes.add_step_words(model, processor)
+    assert len(model.get_input_embeddings().weight) == len(grown)

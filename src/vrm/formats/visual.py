@@ -66,6 +66,7 @@ def strip_images(text: str) -> str:
 MAX_STEPS = 40  # step numbers that get a token of their own (`step_words`)
 STEP_ACTIONS = ("left", "down", "right", "up", "pickup", "drop", "toggle")  # the spatial tasks' actions
 PLAN, DONE = "Remaining:", "Done."  # a step's plan: the actions still to take (`plan_text`)
+NEXT = "Next:"  # marks the plan's next action, with ``mark_next`` (`plan_text`)
 PLAN_SLOTS = 14  # a plan's fixed length: walks of up to 14 actions (6x6 questions have up to 13)
 
 
@@ -78,11 +79,20 @@ def step_words() -> list[str]:
     tokenizer that never saw these words spends 10 to 13 tokens on a line, varying with the action.
 
     >>> words = step_words()
-    >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-3:]
-    ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], ['Toggle.', 'Remaining:', 'Done.'])
+    >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-10:-7], words[-1]
+    ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], ['Toggle.', 'Remaining:', 'Done.'], 'Next: Toggle.')
     """
     return ([f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [f"{action_phrase(a)}." for a in STEP_ACTIONS]
-            + [PLAN, DONE])
+            + [PLAN, DONE] + [next_phrase(a) for a in STEP_ACTIONS])
+
+
+def next_phrase(action) -> str:
+    """A plan slot holding the next action to take, with ``mark_next`` (`plan_text`).
+
+    >>> next_phrase(3), next_phrase("toggle")
+    ('Next: Go up.', 'Next: Toggle.')
+    """
+    return f"{NEXT} {action_phrase(action)}."
 
 
 def question_words() -> list[str]:
@@ -97,7 +107,7 @@ def question_words() -> list[str]:
     return [f" {move}" for move in MOVES]
 
 
-def plan_text(actions: Sequence[int | str], done: int) -> str:
+def plan_text(actions: Sequence[int | str], done: int, mark_next: bool = False) -> str:
     """What a step writes after its action line when the MVoT run trains with ``plan``: the question's
     actions in ``PLAN_SLOTS`` fixed slots, right-aligned (the last action in the last slot) and the
     first ``done`` crossed off, empty slots and crossed ones alike ``Done.``. Every piece is one
@@ -106,16 +116,24 @@ def plan_text(actions: Sequence[int | str], done: int) -> str:
     plan, with one slot changed, the first one not done, which is also the next action; and the walk
     is over when the last slot is done.
 
+    Finding the next action, the first slot not done, is a search over where the done ones end, and
+    the slot moves a step left each step. With ``mark_next`` that slot is written as a token of its
+    own (`next_phrase`), so the next action is the one slot of its kind, and each slot of a plan
+    follows from two slots of the previous one: the same slot and the one before it.
+
     >>> plan = plan_text(["up", "right", "down"], 1)
     >>> plan.startswith("Remaining: Done. Done."), plan.count("Done."), plan.endswith("Done. Go right. Go down.")
     (True, 12, True)
-    >>> plan_text(["up"], 1) == " ".join([PLAN] + [DONE] * PLAN_SLOTS)
+    >>> plan_text(["up", "right", "down"], 1, mark_next=True).endswith("Done. Next: Go right. Go down.")
+    True
+    >>> plan_text(["up"], 1) == plan_text(["up"], 1, mark_next=True) == " ".join([PLAN] + [DONE] * PLAN_SLOTS)
     True
     """
     if len(actions) > PLAN_SLOTS:
         raise ValueError(f"a plan holds {PLAN_SLOTS} actions, the walk has {len(actions)}")
-    slots = [DONE] * (PLAN_SLOTS - len(actions)) + [DONE if i < done else f"{action_phrase(a)}."
-                                                    for i, a in enumerate(actions)]
+    slots = [DONE] * (PLAN_SLOTS - len(actions)) + [
+        DONE if i < done else next_phrase(a) if i == done and mark_next else f"{action_phrase(a)}."
+        for i, a in enumerate(actions)]
     return " ".join([PLAN, *slots])
 
 
@@ -128,9 +146,10 @@ def without_plan(line: str) -> str:
     return line.split(f" {PLAN}", 1)[0]
 
 
-def step_lines(sample: Sample, plan: bool = False) -> list[str]:
+def step_lines(sample: Sample, plan: bool = False, mark_next: bool = False) -> list[str]:
     """One line per action the trace takes (a FrozenLake walk that falls stops there); with ``plan``
-    each followed by what remains of the question's actions (`plan_text`).
+    each followed by what remains of the question's actions (`plan_text`, its next one marked with
+    ``mark_next``).
 
     >>> s = Sample("x", None, "q", "A", "t", trace={"actions": [1, 2, 0], "states": [[0, 0], [1, 0], [1, 1]]})
     >>> step_lines(s)
@@ -142,7 +161,7 @@ def step_lines(sample: Sample, plan: bool = False) -> list[str]:
     actions = sample.trace["actions"]
     taken = len(sample.trace["states"]) - 1
     lines = [f"Step {i + 1}: {action_phrase(a)}." for i, a in enumerate(actions[:taken])]
-    return [f"{line} {plan_text(actions, i + 1)}" for i, line in enumerate(lines)] if plan else lines
+    return [f"{line} {plan_text(actions, i + 1, mark_next)}" for i, line in enumerate(lines)] if plan else lines
 
 
 def answer_line(sample: Sample) -> str:
@@ -161,20 +180,21 @@ def context(lines: Sequence[str], latest: Sequence[int]) -> str:
 
 
 def step_example(sample: Sample, k: int, latest: Sequence[int], following: Sequence[int] | None,
-                 plan: bool = False) -> tuple[str, str]:
+                 plan: bool = False, mark_next: bool = False) -> tuple[str, str]:
     """MVoT's one-step example k: the context after k actions (the step lines so far and the image
     of state k, ``latest``) and the target: the next action line and the image of state k+1
     (``following``), or, after the last action (k = number of steps), the answer; with ``plan``
-    every step line carries the plan (`plan_text`). A target that ends the reply ends with the
+    every step line carries the plan (`plan_text`; ``mark_next`` marks its next action). A target that ends the reply ends with the
     end-of-turn token, added by the trainer."""
-    lines = step_lines(sample, plan)
+    lines = step_lines(sample, plan, mark_next)
     if not 0 <= k <= len(lines):
         raise ValueError(f"{sample.id}: step {k} of {len(lines)}")
     target = f" {lines[k]} {image_text(following)}" if k < len(lines) else f" {answer_line(sample)}"
     return context(lines[:k], latest), target
 
 
-def step_examples(sample: Sample, codes: Sequence[Sequence[int]], plan: bool = False) -> list[tuple[str, str]]:
+def step_examples(sample: Sample, codes: Sequence[Sequence[int]], plan: bool = False,
+                  mark_next: bool = False) -> list[tuple[str, str]]:
     """A whole trajectory cut into MVoT's one-step examples (`step_example` for every k);
     ``codes[k]`` are the image codes of the state after k actions (``codes[0]``: the question's image).
 
@@ -184,7 +204,8 @@ def step_examples(sample: Sample, codes: Sequence[Sequence[int]], plan: bool = F
     steps = len(step_lines(sample))
     if len(codes) != steps + 1:
         raise ValueError(f"{sample.id}: {steps} steps need {steps + 1} images, got {len(codes)}")
-    return [step_example(sample, k, codes[k], codes[k + 1] if k < steps else None, plan) for k in range(steps + 1)]
+    return [step_example(sample, k, codes[k], codes[k + 1] if k < steps else None, plan, mark_next)
+            for k in range(steps + 1)]
 
 
 class VisualFormat(DirectFormat):

@@ -33,11 +33,22 @@ def add_image_codes(model, processor, codebook_size: int):
     old = model.get_input_embeddings().weight.shape[0]
     tok.add_tokens([BOI, EOI], special_tokens=True)
     tok.add_tokens([code_token(i) for i in range(codebook_size)], special_tokens=True)
-    tok.add_tokens([word for word in step_words() if word not in tok.get_vocab()])
     tok.add_tokens([AddedToken(word, single_word=True, normalized=False)
                     for word in question_words() if word not in tok.get_vocab()])
-    model.resize_token_embeddings(len(tok), mean_resizing=False)
-    spread_new_rows(model, old)
+    return add_step_words(model, processor, old)
+
+
+def add_step_words(model, processor, old: int | None = None):
+    """Add the step lines' words the tokenizer lacks (`vrm.formats.visual.step_words`; a checkpoint
+    trained before a word was added, e.g. the plan's ``Next:`` slots, lacks it) and grow the LM's
+    embeddings from ``old`` rows (default: as many as it has) to match, the new rows spread like the
+    old ones (`spread_new_rows`). A model that has every word is returned unchanged."""
+    tok = processor.tokenizer
+    old = model.get_input_embeddings().weight.shape[0] if old is None else old
+    tok.add_tokens([word for word in step_words() if word not in tok.get_vocab()])
+    if len(tok) > old:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        spread_new_rows(model, old)
     return model, processor
 
 

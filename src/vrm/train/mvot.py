@@ -26,9 +26,10 @@ import torch
 
 from vrm import VrmError
 from vrm.formats import get_format
-from vrm.formats.visual import MAX_STEPS, code_token, step_example, step_words
+from vrm.formats.visual import MAX_STEPS, STEP_ACTIONS, code_token, step_example, step_words
 from vrm.infer.generate import prompt_text
-from vrm.model.image_codes import IMAGE_TOKENIZER_DIR, add_image_codes, code_ids, load_checkpoint_image_tokenizer
+from vrm.model.image_codes import (IMAGE_TOKENIZER_DIR, add_image_codes, add_step_words, code_ids,
+                                   load_checkpoint_image_tokenizer)
 from vrm.model.load import save_model
 from vrm.train.data import IGNORE, encode_text
 from vrm.train.loop import TrainConfig, train
@@ -100,7 +101,8 @@ def action_ids(tokenizer) -> torch.Tensor:
     """The ids of the step lines' action phrases ("Go left.", ..., "Toggle."): one token each in a
     visual-thought model (`vrm.formats.visual.step_words`)."""
     vocab = tokenizer.get_vocab()
-    return torch.tensor([vocab[word] for word in step_words()[MAX_STEPS:] if word in vocab], dtype=torch.long)
+    words = step_words()[MAX_STEPS:MAX_STEPS + len(STEP_ACTIONS)]
+    return torch.tensor([vocab[word] for word in words if word in vocab], dtype=torch.long)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class MVoTConfig(TrainConfig):
     answer_weight: float = 1.0  # cross-entropy weight of the answer step's words after its first (1: MVoT's plain CE)
     action_weight: float = 1.0  # cross-entropy weight of a drawing step's action ("Go down."; 1: MVoT's plain CE)
     plan: bool = False  # each step line also writes the actions still to take (`vrm.formats.visual.plan_text`)
+    mark_next: bool = False  # the plan writes its next action as a token of its own ("Next: Go up."; needs plan)
     batch_size: int = 16
     lr: float = 5e-4
     steps: int = 1500
@@ -142,6 +145,8 @@ class MVoTConfig(TrainConfig):
                              "(1: every target token weighs the same)")
         if set(self.formats) != {"visual"} or self.eval_format != "visual":
             raise ValueError("MVoT trains and evaluates the visual format only")
+        if self.mark_next and not self.plan:
+            raise ValueError("mark_next marks the plan's next action: it needs plan=true")
 
 
 class MVoTStage(Stage):
@@ -173,7 +178,7 @@ class MVoTStage(Stage):
                                                 self.vq.codebook.weight):
                 raise VrmError(f"{self.cfg.model} learned its image codes with the tokenizer in {own}, not with "
                                f"vq={self.cfg.vq}; train it on with vq={own}")
-            return model, processor
+            return add_step_words(model, processor)
         return add_image_codes(model, processor, self.vq.config.codebook_size)
 
     def examples(self, processor, pairs, draw: int) -> list[dict]:
@@ -197,7 +202,8 @@ class MVoTStage(Stage):
         end = processor.tokenizer.eos_token
         for task, sample, k, images in chosen:
             codes, at = flat[at:at + len(images)], at + len(images)
-            ctx, target = step_example(sample, k, codes[0], codes[1] if len(codes) > 1 else None, self.cfg.plan)
+            ctx, target = step_example(sample, k, codes[0], codes[1] if len(codes) > 1 else None, self.cfg.plan,
+                                       self.cfg.mark_next)
             if len(codes) == 1:
                 target += end
             prompt = prompt_text(processor, self.fmt.prompt(sample)) + ctx
