@@ -184,8 +184,8 @@ def step_example(sample: Sample, k: int, latest: Sequence[int], following: Seque
     """MVoT's one-step example k: the context after k actions (the step lines so far and the image
     of state k, ``latest``) and the target: the next action line and the image of state k+1
     (``following``), or, after the last action (k = number of steps), the answer; with ``plan``
-    every step line carries the plan (`plan_text`; ``mark_next`` marks its next action). A target that ends the reply ends with the
-    end-of-turn token, added by the trainer."""
+    every step line carries the plan (`plan_text`; ``mark_next`` marks its next action). A target
+    that ends the reply ends with the end-of-turn token, added by the trainer."""
     lines = step_lines(sample, plan, mark_next)
     if not 0 <= k <= len(lines):
         raise ValueError(f"{sample.id}: step {k} of {len(lines)}")
