@@ -82,8 +82,17 @@ def step_words() -> list[str]:
     >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-10:-7], words[-1]
     ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], ['Toggle.', 'Remaining:', 'Done.'], 'Next: Toggle.')
     """
-    return ([f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [f"{action_phrase(a)}." for a in STEP_ACTIONS]
+    return ([f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [step_phrase(a) for a in STEP_ACTIONS]
             + [PLAN, DONE] + [next_phrase(a) for a in STEP_ACTIONS])
+
+
+def step_phrase(action) -> str:
+    """An action as a step line and a plan slot write it, one token in a visual-thought model.
+
+    >>> step_phrase(1), step_phrase("toggle")
+    ('Go down.', 'Toggle.')
+    """
+    return f"{action_phrase(action)}."
 
 
 def next_phrase(action) -> str:
@@ -92,7 +101,7 @@ def next_phrase(action) -> str:
     >>> next_phrase(3), next_phrase("toggle")
     ('Next: Go up.', 'Next: Toggle.')
     """
-    return f"{NEXT} {action_phrase(action)}."
+    return f"{NEXT} {step_phrase(action)}"
 
 
 def question_words() -> list[str]:
@@ -132,7 +141,7 @@ def plan_text(actions: Sequence[int | str], done: int, mark_next: bool = False) 
     if len(actions) > PLAN_SLOTS:
         raise ValueError(f"a plan holds {PLAN_SLOTS} actions, the walk has {len(actions)}")
     slots = [DONE] * (PLAN_SLOTS - len(actions)) + [
-        DONE if i < done else next_phrase(a) if i == done and mark_next else f"{action_phrase(a)}."
+        DONE if i < done else next_phrase(a) if i == done and mark_next else step_phrase(a)
         for i, a in enumerate(actions)]
     return " ".join([PLAN, *slots])
 
@@ -160,7 +169,7 @@ def step_lines(sample: Sample, plan: bool = False, mark_next: bool = False) -> l
     """
     actions = sample.trace["actions"]
     taken = len(sample.trace["states"]) - 1
-    lines = [f"Step {i + 1}: {action_phrase(a)}." for i, a in enumerate(actions[:taken])]
+    lines = [f"Step {i + 1}: {step_phrase(a)}" for i, a in enumerate(actions[:taken])]
     return [f"{line} {plan_text(actions, i + 1, mark_next)}" for i, line in enumerate(lines)] if plan else lines
 
 

@@ -26,7 +26,7 @@ import torch
 
 from vrm import VrmError
 from vrm.formats import get_format
-from vrm.formats.visual import MAX_STEPS, STEP_ACTIONS, code_token, step_example, step_words
+from vrm.formats.visual import STEP_ACTIONS, code_token, step_example, step_phrase
 from vrm.infer.generate import prompt_text
 from vrm.model.image_codes import (IMAGE_TOKENIZER_DIR, add_image_codes, add_step_words, code_ids,
                                    load_checkpoint_image_tokenizer)
@@ -101,7 +101,7 @@ def action_ids(tokenizer) -> torch.Tensor:
     """The ids of the step lines' action phrases ("Go left.", ..., "Toggle."): one token each in a
     visual-thought model (`vrm.formats.visual.step_words`)."""
     vocab = tokenizer.get_vocab()
-    words = step_words()[MAX_STEPS:MAX_STEPS + len(STEP_ACTIONS)]
+    words = [step_phrase(a) for a in STEP_ACTIONS]
     return torch.tensor([vocab[word] for word in words if word in vocab], dtype=torch.long)
 
 
