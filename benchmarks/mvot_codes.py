@@ -127,10 +127,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    plan = args.plan or args.mark_next
     model, processor = load_model(args.model)
     model.eval()
     stage = MVoTStage(MVoTConfig(vq=f"{args.model}/{IMAGE_TOKENIZER_DIR}", answer_share=args.answer_share,
-                                       plan=args.plan or args.mark_next, mark_next=args.mark_next))
+                                       plan=plan, mark_next=args.mark_next))
     for name in args.tasks.split(","):
         task = get_task(name, style=args.style, sizes=args.sizes)
         r = code_accuracy(model, processor, stage, task, args.n)
@@ -140,7 +141,7 @@ def main() -> None:
               f"({r['n_answers']} answer steps), answer's change with the image blanked {r['image_effect']:.3f}")
         right, asked = (sum(t[i] for t in r["actions"].values()) for i in (0, 1))
         by_step = ", ".join(f"{k}: {a}/{b}" for k, (a, b) in r["actions"].items())
-        plans = f"; plans right whole {100 * r['plans']:5.1f}%" if args.plan or args.mark_next else ""
+        plans = f"; plans right whole {100 * r['plans']:5.1f}%" if plan else ""
         print(f"{'':12s} actions right {100 * right / max(asked, 1):5.1f}% by step ({by_step}){plans}")
 
 
