@@ -82,8 +82,17 @@ def step_words() -> list[str]:
     >>> words[0], words[MAX_STEPS - 1], words[MAX_STEPS:MAX_STEPS + 2], words[-10:-7], words[-1]
     ('Step 1:', 'Step 40:', ['Go left.', 'Go down.'], ['Toggle.', 'Remaining:', 'Done.'], 'Next: Toggle.')
     """
-    return ([f"Step {k}:" for k in range(1, MAX_STEPS + 1)] + [step_phrase(a) for a in STEP_ACTIONS]
+    return ([step_label(k) for k in range(1, MAX_STEPS + 1)] + [step_phrase(a) for a in STEP_ACTIONS]
             + [PLAN, DONE] + [next_phrase(a) for a in STEP_ACTIONS])
+
+
+def step_label(k: int) -> str:
+    """Step k's label as a step line writes it, one token in a visual-thought model.
+
+    >>> step_label(3)
+    'Step 3:'
+    """
+    return f"Step {k}:"
 
 
 def step_phrase(action) -> str:
@@ -169,7 +178,7 @@ def step_lines(sample: Sample, plan: bool = False, mark_next: bool = False) -> l
     """
     actions = sample.trace["actions"]
     taken = len(sample.trace["states"]) - 1
-    lines = [f"Step {i + 1}: {step_phrase(a)}" for i, a in enumerate(actions[:taken])]
+    lines = [f"{step_label(i + 1)} {step_phrase(a)}" for i, a in enumerate(actions[:taken])]
     return [f"{line} {plan_text(actions, i + 1, mark_next)}" for i, line in enumerate(lines)] if plan else lines
 
 
