@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="questions (default 100, quick 8)")
     ap.add_argument("--format", default="stages")
     ap.add_argument("--beams", default=None, help="values of N, comma-separated (default 2,4)")
-    ap.add_argument("--scorers", default="judge,likelihood", help="comma-separated; add verifier for the oracle")
+    ap.add_argument("--scorers", default="judge,likelihood", help="comma-separated: judge, likelihood, consensus; add verifier for the oracle")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's; quick 96)")
     ap.add_argument("--reference-n", type=int, default=20,
                     help="questions for the slow reference loop (default 20; its speed is per question)")

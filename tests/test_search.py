@@ -15,8 +15,8 @@ from vrm.formats import get_format
 from vrm.formats.structured import STAGES, StagesFormat
 from vrm.infer.decode import Candidate, Stats, decode, prefill, single_token
 from vrm.infer.generate import generate_completions, prompt_text, stop_ids
-from vrm.infer.scorers import (Choice, JudgeScorer, LikelihoodScorer, Query, RewardScorer, VerifierScorer, get_scorer,
-                               judge_prompt, knockout)
+from vrm.infer.scorers import (Choice, ConsensusScorer, JudgeScorer, LikelihoodScorer, Query, RewardScorer, VerifierScorer,
+                               get_scorer, judge_prompt, knockout, token_f1)
 from vrm.infer.search import StageBeam, get_strategy, run_search
 from vrm.tasks import eval_samples, get_task
 
@@ -222,11 +222,32 @@ def test_verifier_prefers_the_true_stage(clevr):
         v.score(Choice(Query(s.image, "q"), "CAPTION", "", [Candidate([], [], None, "x")]), 0)
 
 
+def test_consensus_picks_the_majority_answer_and_the_medoid_stage():
+    cand = lambda texts: [Candidate([], [], None, t) for t in texts]  # noqa: E731
+    q = Query(None, "How many?")
+    # Whole answers: two of four say 3 (one as a word), one says 2, one cannot be read: a 3 wins.
+    votes = Choice(q, "answer", "", cand(["<think>a</think><answer>2</answer>", "<think>b</think><answer>three</answer>",
+                                          "no tags", "<think>b</think><answer>3</answer>"]), format="think")
+    # By hand: candidates 1 and 3 agree with each other and have the same word overlaps with the rest (4 of 6
+    # words with candidate 0, none with "no tags"), so they tie and the first of them wins.
+    assert ConsensusScorer().pick(None, None, [votes], Stats()) == [1]
+    # A stage: word-overlap F1 with the others; "a red cube, a blue ball" shares most with both others.
+    texts = ["a red cube", "a red cube, a blue ball", "a blue ball"]
+    stage = Choice(q, "CAPTION", "<SUMMARY>x</SUMMARY><CAPTION>", cand(texts), "</CAPTION>")
+    f1 = {(i, j): token_f1(texts[i], texts[j]) for i in range(3) for j in range(3)}
+    assert f1[(1, 0)] + f1[(1, 2)] > max(f1[(0, 1)] + f1[(0, 2)], f1[(2, 0)] + f1[(2, 1)])
+    assert ConsensusScorer().pick(None, None, [stage], Stats()) == [1]
+    # A conclusion: the prefix's stages are kept, only the answer inside counts.
+    final = Choice(q, "CONCLUSION", "<SUMMARY>x</SUMMARY><CONCLUSION>", cand(["yes", "no", "no"]), "</CONCLUSION>", "stages")
+    assert ConsensusScorer().pick(None, None, [final], Stats()) == [1] and get_scorer("consensus").name == "consensus"
+
+
 def test_every_strategy_and_scorer_runs_in_eval(loaded, clevr):
     model, processor = loaded
     task, samples = clevr
     pairs = [(task, s) for s in samples[:2]]
-    for search, scorer in [("best_of:2", "judge"), ("sentence_beam:2", "likelihood"), ("stage_beam:2", "verifier")]:
+    for search, scorer in [("best_of:2", "judge"), ("sentence_beam:2", "likelihood"), ("stage_beam:2", "verifier"),
+                           ("stage_beam:2", "consensus")]:
         summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=16, progress=False,
                                     search=search, scorer=scorer)
         assert summary["n"] == 2 and all(isinstance(r["output"], str) for r in records)

@@ -246,7 +246,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--search", default="greedy",
                    help="greedy, sample[:T], best_of:N, sentence_beam:N or stage_beam:N (needs --format stages)")
     e.add_argument("--scorer", default="likelihood",
-                   help="how search picks a candidate: likelihood, judge, reward:pkg.module:function, verifier (oracle)")
+                   help="how search picks a candidate: likelihood, judge, consensus, reward:pkg.module:function, "
+                        "verifier (oracle)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--json", help="write the summary here")
     e.add_argument("--records", help="write per-sample records (JSONL) here")

@@ -10,6 +10,9 @@ candidates of one question at one step) the index of the winner. By name (`get_s
 - ``reward:<pkg.module:function>`` (or ``reward:path/file.py:function``, or a Python callable):
   any ``f(sample_or_None, completion) -> float``, completion being the answer so far with the
   candidate in it.
+- ``consensus``: minimum-Bayes-risk selection: the candidate that agrees most with the others of
+  its choice (mean agreement; a stage or sentence by word-overlap F1, a conclusion or whole answer
+  by its parsed answer, so over whole answers it is self-consistency's majority vote, Wang et al. 2022).
 - ``verifier``: an oracle for research, never a default: scores a candidate against the sample's
   ground truth (token-overlap F1 with the true stage, exact answer match for the conclusion).
 """
@@ -28,6 +31,7 @@ import torch
 from PIL import Image
 
 from vrm import VrmError
+from vrm.answers import answers_match
 from vrm.formats import get_format
 from vrm.formats.structured import STAGES, StagesFormat
 from vrm.infer.decode import Candidate, Stats, extend, prefill_texts, single_token
@@ -170,6 +174,48 @@ class VerifierScorer(PointwiseScorer):
         return right + 0.1 * token_f1(choice.completion(i), target)
 
 
+def parsed_answer(choice: Choice, i: int) -> str | None:
+    """The answer candidate i's completion gives in the choice's format (None when it cannot be read)."""
+    fmt = StagesFormat() if choice.kind in STAGES else get_format(choice.format)
+    parsed = fmt.parse(choice.completion(i))
+    return parsed.answer if parsed.ok else None
+
+
+class ConsensusScorer:
+    """Minimum Bayes risk: each candidate's mean agreement with the other candidates of its choice.
+
+    A CONCLUSION or a whole answer agrees with another when both parse to matching answers
+    (`vrm.answers.answers_match`; an unreadable one agrees with nothing), with word-overlap F1 of
+    the texts breaking ties between answers equally common; any other stage or a sentence agrees by
+    word-overlap F1. The candidate closest to all the others wins: sampling's idiosyncratic slips
+    are outvoted, needing neither a judge nor the ground truth.
+    """
+
+    name = "consensus"
+
+    def pick(self, model, processor, choices: Sequence[Choice], stats: Stats) -> list[int]:
+        return [self.medoid(c) for c in choices]
+
+    @staticmethod
+    def medoid(choice: Choice) -> int:
+        texts = [c.text for c in choice.candidates]
+        n = len(texts)
+        if n == 1:
+            return 0
+        by_answer = choice.kind in ("CONCLUSION", "answer")
+        answers = [parsed_answer(choice, i) for i in range(n)] if by_answer else [None] * n
+
+        def agree(i: int, j: int) -> float:
+            f1 = token_f1(texts[i], texts[j])
+            if not by_answer:
+                return f1
+            same = answers[i] is not None and answers[j] is not None and answers_match(answers[i], answers[j])
+            return float(same) + 0.01 * f1
+
+        scores = [sum(agree(i, j) for j in range(n) if j != i) / (n - 1) for i in range(n)]
+        return max(range(n), key=scores.__getitem__)
+
+
 def knockout(sizes: Sequence[int], prefer: Callable[[list[tuple[int, int, int]]], list[float]]) -> list[int]:
     """Single-elimination tournaments, one per choice, run round by round for all choices at once.
 
@@ -307,7 +353,7 @@ def load_function(spec: str) -> Callable:
     return fn
 
 
-SCORERS = ("judge", "likelihood", "reward:<pkg.module:function>", "verifier")
+SCORERS = ("judge", "likelihood", "consensus", "reward:<pkg.module:function>", "verifier")
 
 
 def get_scorer(spec: str | Callable | Scorer) -> Scorer:
@@ -321,6 +367,8 @@ def get_scorer(spec: str | Callable | Scorer) -> Scorer:
         return JudgeScorer()
     if name == "likelihood" and not arg:
         return LikelihoodScorer()
+    if name == "consensus" and not arg:
+        return ConsensusScorer()
     if name == "verifier" and not arg:
         return VerifierScorer()
     if name == "reward":
