@@ -14,7 +14,9 @@ the caption it writes inside that answer) and compares each caption with the tas
 Per task it prints: the share of captions with the right object count; items right whole
 (attributes and place); attribute words right as a set (an object seen, wherever placed); and per
 attribute slot, over the true objects whose place the caption also names (paired in caption order),
-the share whose slot matches. The README records what it printed.
+the share whose slot matches; the share of captions right whole; and, inside an answer, how often
+the answer is right where its caption is right whole and where it is not (what the reasoning adds
+to what the model saw). The README records what it printed.
 """
 from __future__ import annotations
 
@@ -99,7 +101,10 @@ def main() -> None:
         total = Counter()
         for (_, sample), record in zip(pairs, records):
             output = record["output"] if args.format == "caption" else caption_in(record["output"])
-            total += compare(task.caption(sample), output, len(slots))
+            c = compare(task.caption(sample), output, len(slots))
+            seen = "seen" if c["count_right"] and c["whole_right"] == c["objects"] else "missed"
+            c[f"{seen}_captions"], c[f"{seen}_correct"] = 1, record["correct"]
+            total += c
         objects, placed = max(total["objects"], 1), max(total["placed"], 1)
         print(f"\n{name} ({args.format}): {total['captions']} captions, {total['objects']} objects")
         print(f"  object count right        {100 * total['count_right'] / total['captions']:5.1f}% of captions")
@@ -108,6 +113,12 @@ def main() -> None:
         print(f"  place named in caption    {100 * total['placed'] / objects:5.1f}% of objects")
         for k, slot in enumerate(slots):
             print(f"    {slot:<10} right       {100 * total[f'slot{k}'] / placed:5.1f}% of those")
+        print(f"  captions right whole      {100 * total['seen_captions'] / total['captions']:5.1f}% (every object)")
+        if args.format != "caption":
+            for seen in ("seen", "missed"):
+                m = total[f"{seen}_captions"]
+                acc = f"{100 * total[f'{seen}_correct'] / m:5.1f}%" if m else "    -"
+                print(f"  answers right, caption {'right' if seen == 'seen' else 'wrong'} {acc} of {m}")
 
 
 if __name__ == "__main__":

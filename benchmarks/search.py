@@ -99,10 +99,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="questions (default 100, quick 8)")
     ap.add_argument("--format", default="stages")
     ap.add_argument("--beams", default=None, help="values of N, comma-separated (default 2,4)")
+    ap.add_argument("--strategies", default="best_of,sentence_beam,stage_beam",
+                    help="which searches to run beside greedy, comma-separated")
     ap.add_argument("--scorers", default="judge,likelihood", help="comma-separated: judge, likelihood, consensus; add verifier for the oracle")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's; quick 96)")
     ap.add_argument("--reference-n", type=int, default=20,
-                    help="questions for the slow reference loop (default 20; its speed is per question)")
+                    help="questions for the slow reference loop (default 20, 0 = skip it; its speed is per question)")
     ap.add_argument("--max-rows", type=int, default=64, help="candidate rows per batch (questions x N)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -125,7 +127,7 @@ def main() -> None:
           f"{max_new} new tokens at most, threads {args.threads}", flush=True)
 
     plan = [("greedy", "-")] + [(f"{kind}:{b}", sc) for b in beams for sc in scorers
-                                for kind in ("best_of", "sentence_beam", "stage_beam")]
+                                for kind in args.strategies.split(",")]
     rows, runs, kept = [], [], {}
     for strategy, scorer in plan:
         result = run_search(model, processor, queries, strategy, "likelihood" if scorer == "-" else scorer, fmt.name,
@@ -138,7 +140,7 @@ def main() -> None:
         print(f"  {strategy:16s} {scorer:10s} {100 * summary['accuracy']:5.1f}%  {result.stats.seconds:7.1f}s", flush=True)
 
     ref_n = min(n, args.reference_n)
-    for b in beams:
+    for b in beams if ref_n > 0 else []:
         stats = Stats()
         t0 = time.perf_counter()
         outputs = [reference_stage_beam(model, processor, qq, b, max_new, stats, seed=args.seed + i)
@@ -158,6 +160,10 @@ def main() -> None:
               f"{st.forwards:8d} {st.images:6d} {st.encoded:8d} {st.comparisons:6d}")
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
           " reference rows on %d question(s))" % ref_n)
+    accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
+    for sc in scorers if "stage_beam" in args.strategies else []:
+        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}", sc)] - accuracy[("greedy", "-")])
+        print(f"stage beam N={max(beams)} ({sc}) vs greedy: {gain:+.1f} points")
     per_q = {(s, sc): st.seconds / m for s, sc, _, st, m in rows}
     for b in beams:
         ours, ref = per_q.get((f"stage_beam:{b}", "judge")), per_q.get((f"reference:{b}", "judge"))
