@@ -287,6 +287,25 @@ def test_caption_lists_every_object_in_reading_order():
         assert f"{o['size']} {o['color']} {o['material']} {o['shape']}" in caption
 
 
+@needs_data
+def test_reasoning_lists_objects_in_the_captions_order():
+    # The caption reads the image top to bottom, left to right; a step listing objects must use that
+    # order too (the scene's index order is not in the image), so each listing is a subsequence of it.
+    task, listings = ClevrTask(), 0
+    for seed in range(60):
+        s = task.sample(seed)
+        caption = [item.split(" ", 1)[1].rsplit(" ", 2)[0] for item in task.caption(s).split(": ", 1)[1].split("; ")]
+        caption = [" ".join(words.split()[:4]) for words in caption]  # "small red metal cube"
+        for step in task.explain(s).steps:
+            head, _, listed = step.partition(": ")
+            if not head.endswith(("ones", "it", "Either", "Both")) or listed in ("none.", ""):
+                continue
+            names, rest = listed.rstrip(".").split(", "), iter(caption)
+            assert all(any(n == c for c in rest) for n in names), (step, caption)
+            listings += len(names) > 1
+    assert listings > 30  # the check bit on listings of two or more objects
+
+
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
     with pytest.raises(VrmError, match="CLEVR data not found"):

@@ -1,7 +1,9 @@
 """A CLEVR sample's program, step by step in words: the reasoning targets of the think/stages formats.
 
 Each program node becomes one sentence naming its result (the set of objects, the object, the
-number or the attribute), so every reasoning step is checkable against the trace.
+number or the attribute), so every reasoning step is checkable against the trace. A set of objects
+is listed in reading order (top to bottom, then left to right: the caption's order), not in the
+scene's index order, which the image does not show.
 """
 
 from __future__ import annotations
@@ -16,10 +18,23 @@ def name(obj: dict) -> str:
     return f"{obj['size']} {obj['color']} {obj['material']} {obj['shape']}"
 
 
+def reading_order(objects: list[dict]) -> list[int]:
+    """Object indices top to bottom, then left to right, by ``pixel_coords`` (index order without them).
+
+    >>> reading_order([{"pixel_coords": [50, 10, 0]}, {"pixel_coords": [5, 40, 0]}, {"pixel_coords": [9, 10, 0]}])
+    [2, 0, 1]
+    """
+    if not all("pixel_coords" in o for o in objects):
+        return list(range(len(objects)))
+    return sorted(range(len(objects)), key=lambda i: (objects[i]["pixel_coords"][1], objects[i]["pixel_coords"][0]))
+
+
 def listing(objects: list[dict], indices) -> str:
+    """The named objects in reading order, or "none"."""
     if not indices:
         return "none"
-    return ", ".join(name(objects[i]) for i in indices)
+    rank = {i: k for k, i in enumerate(reading_order(objects))}
+    return ", ".join(name(objects[i]) for i in sorted(indices, key=rank.__getitem__))
 
 
 def word(value) -> str:

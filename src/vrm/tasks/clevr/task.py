@@ -18,7 +18,7 @@ from PIL import Image
 from vrm import VrmError
 from vrm.answers import answers_match
 from vrm.tasks.base import Explanation, Sample
-from vrm.tasks.clevr.explain import explain_program
+from vrm.tasks.clevr.explain import explain_program, reading_order
 from vrm.tasks.clevr.data import ClevrData, load_data
 from vrm.tasks.clevr.executor import answer_token
 from vrm.tasks.clevr.generate import generate
@@ -142,7 +142,8 @@ class ClevrTask:
 
     def caption(self, sample: Sample) -> str:
         """Every object with size, colour, material, shape and place, top to bottom, left to right."""
-        objects = sorted(sample.trace["scene"]["objects"], key=lambda o: (o["pixel_coords"][1], o["pixel_coords"][0]))
+        every = sample.trace["scene"]["objects"]
+        objects = [every[i] for i in reading_order(every)]
         parts = [f"a {o['size']} {o['color']} {o['material']} {o['shape']} {_at(o['position'])}" for o in objects]
         count = f"{len(objects)} object" + ("s" if len(objects) != 1 else "")
         return f"{count}: " + "; ".join(parts) + "."
