@@ -10,6 +10,7 @@ from vrm import VrmError
 from vrm.tasks.clevr import FAMILIES, ClevrTask, execute
 from vrm.tasks.clevr.cli import add_clevr_commands
 from vrm.tasks.clevr.data import ENV_VAR, find_data_dir, load_data
+from vrm.tasks.clevr.explain import explain_program
 from vrm.tasks.clevr.generate import instantiate
 from vrm.tasks.clevr.scene import relationships, sample_scene
 
@@ -304,6 +305,30 @@ def test_reasoning_lists_objects_in_the_captions_order():
             assert all(any(n == c for c in rest) for n in names), (step, caption)
             listings += len(names) > 1
     assert listings > 30  # the check bit on listings of two or more objects
+
+
+def test_checks_reasoning_decides_each_candidate_by_hand():
+    objs = [{"size": "large", "color": "blue", "material": "rubber", "shape": "sphere", "pixel_coords": [40, 50, 0]},
+            {"size": "small", "color": "red", "material": "metal", "shape": "cube", "pixel_coords": [10, 12, 0]},
+            {"size": "small", "color": "red", "material": "rubber", "shape": "cylinder", "pixel_coords": [30, 30, 0]}]
+    program = [{"type": "scene", "inputs": [], "output": [0, 1, 2]},
+               {"type": "filter_color", "inputs": [0], "value_inputs": ["red"], "output": [1, 2]},
+               {"type": "unique", "inputs": [0], "output": 0},  # as if one object were left
+               {"type": "relate", "inputs": [2], "side_inputs": ["behind"], "output": [1, 2]},
+               {"type": "count", "inputs": [3], "output": 2}]
+    steps = explain_program({"scene": {"objects": objs}, "program": program}, "", "q", checks=True).steps
+    # reading order: the red cube (y 12), the red cylinder (y 30), the blue sphere (y 50)
+    assert steps == [
+        "Checking for red: small red metal cube yes; small red rubber cylinder yes; large blue rubber sphere no. "
+        "Red ones: small red metal cube, small red rubber cylinder.",
+        "That is the large blue rubber sphere.",
+        "Checking for things behind the large blue rubber sphere: small red metal cube yes; small red rubber cylinder yes. "
+        "Things behind it: small red metal cube, small red rubber cylinder.",
+        "Count: 2."]
+    plain = explain_program({"scene": {"objects": objs}, "program": program}, "", "q").steps
+    assert plain[0] == "Red ones: small red metal cube, small red rubber cylinder." and plain[3] == "Count: 2."
+    with pytest.raises(ValueError, match="unknown clevr reasoning"):
+        ClevrTask(reasoning="guess")
 
 
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ def cmd_eval(args) -> None:
     summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
                                 batch_size=args.batch_size, progress=not args.quiet, total=total,
                                 search=args.search, scorer=args.scorer, image_tokenizer=image_tokenizer,
-                                thoughts=thoughts)
+                                thoughts=thoughts, max_new_tokens=args.max_new_tokens)
     print(format_table(summary, f"{args.task or args.data} ({args.format})"))
     if "visual" in summary:
         print(visual_table(summary))
@@ -249,6 +249,7 @@ def parser() -> argparse.ArgumentParser:
                    help="how search picks a candidate: likelihood, judge, consensus, reward:pkg.module:function, "
                         "verifier (oracle)")
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--max-new-tokens", type=int, help="answer budget (default: the format's)")
     e.add_argument("--json", help="write the summary here")
     e.add_argument("--records", help="write per-sample records (JSONL) here")
     e.add_argument("--report", help="write an HTML report into this folder")

@@ -37,15 +37,33 @@ def listing(objects: list[dict], indices) -> str:
     return ", ".join(name(objects[i]) for i in sorted(indices, key=rank.__getitem__))
 
 
+def checked(objects: list[dict], candidates, hits) -> str:
+    """Each candidate in reading order, its decision right after its name: "small red metal cube yes; ..."."""
+    rank = {i: k for k, i in enumerate(reading_order(objects))}
+    marks = [f"{name(objects[i])} {'yes' if i in hits else 'no'}" for i in sorted(candidates, key=rank.__getitem__)]
+    return "; ".join(marks) if marks else "none"
+
+
 def word(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
 
 
-def step(node: dict, outputs: list, objects: list[dict]) -> str | None:
-    """One node in words (None for the scene node, which the caption already covers)."""
+def step(node: dict, outputs: list, objects: list[dict], checks: bool = False) -> str | None:
+    """One node in words (None for the scene node, which the caption already covers). With ``checks``
+    a node that selects objects first checks each candidate in turn ("Checking for red: small red
+    metal cube yes; large blue rubber sphere no."), then lists what it kept."""
     kind, out = node["type"], node["output"]
+    if checks and out is not None and kind.startswith(("filter_", "relate", "same_")):
+        plain = step(node, outputs, objects)
+        inputs = [outputs[i] for i in node.get("inputs", [])]
+        if kind.startswith("filter_"):
+            what, candidates = (node.get("value_inputs", []) or node.get("side_inputs", []))[0], inputs[0]
+        else:  # relate / same_*: every other object, against the one object it starts from
+            what = plain.split(":")[0].lower().replace(" it", f" the {name(objects[inputs[0]])}")
+            candidates = [i for i in range(len(objects)) if i != inputs[0]]
+        return f"Checking for {what}: {checked(objects, candidates, set(out))}. {plain}"
     args = [outputs[i] for i in node.get("inputs", [])]
     values = node.get("value_inputs", []) or node.get("side_inputs", [])
     if out is None:
@@ -81,7 +99,7 @@ def step(node: dict, outputs: list, objects: list[dict]) -> str | None:
     return f"{kind}: {word(out)}."
 
 
-def explain_program(trace: dict, caption: str, question: str) -> Explanation:
+def explain_program(trace: dict, caption: str, question: str, checks: bool = False) -> Explanation:
     """The plan, the dense caption and one sentence per program step.
 
     >>> objs = [{"size": "small", "color": "red", "material": "metal", "shape": "cube"},
@@ -94,7 +112,7 @@ def explain_program(trace: dict, caption: str, question: str) -> Explanation:
     """
     objects = trace["scene"]["objects"]
     outputs = [node["output"] for node in trace["program"]]
-    steps = [s for node in trace["program"] if (s := step(node, outputs, objects))]
+    steps = [s for node in trace["program"] if (s := step(node, outputs, objects, checks))]
     final = trace["program"][-1]["type"] if trace["program"] else ""
     if final == "count" or final in ("subtraction", "addition"):
         plan = "I will find the objects the question names and count them."

@@ -66,6 +66,9 @@ class ClevrTask:
             values give bigger objects in the picture. Default: just room for ``max_objects``
             (2.0 for 6 objects, 3.2 for 10).
         families: question families to draw from (default: all); a string is split at commas.
+        reasoning: how the think/stages reasoning selects objects: ``listing`` names what a step
+            keeps; ``checks`` first checks each candidate in turn, its yes/no right after its name
+            (`vrm.tasks.clevr.explain.step`; the layout that took shapes from 85 to 99%, README).
         data_dir: the CLEVR data folder (default: ``$VRM_CLEVR_DATA``, else ``shared/data/clevr``
             beside the repository).
     """
@@ -75,6 +78,7 @@ class ClevrTask:
     canvas: int = 64
     extent: float | None = None
     families: tuple[str, ...] = FAMILIES
+    reasoning: str = "listing"
     data_dir: str | None = None
     name: str = "clevr"
     _data: ClevrData = field(init=False, repr=False, compare=False)
@@ -85,6 +89,8 @@ class ClevrTask:
         self.families = tuple(self.families)
         if not 1 <= self.min_objects <= self.max_objects <= 10:
             raise ValueError("need 1 <= min_objects <= max_objects <= 10")
+        if self.reasoning not in ("listing", "checks"):
+            raise ValueError(f"unknown clevr reasoning {self.reasoning!r}; known: listing, checks")
         if self.canvas < 16:
             raise ValueError("canvas must be at least 16 pixels")
         if self.extent is None:
@@ -155,4 +161,4 @@ class ClevrTask:
 
     def explain(self, sample: Sample) -> Explanation:
         """The plan, the dense caption and the program's steps in words."""
-        return explain_program(sample.trace, self.caption(sample), sample.question)
+        return explain_program(sample.trace, self.caption(sample), sample.question, self.reasoning == "checks")
