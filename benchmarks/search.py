@@ -101,6 +101,8 @@ def main() -> None:
     ap.add_argument("--beams", default=None, help="values of N, comma-separated (default 2,4)")
     ap.add_argument("--strategies", default="best_of,sentence_beam,stage_beam",
                     help="which searches to run beside greedy, comma-separated")
+    ap.add_argument("--include-greedy", action="store_true",
+                    help="each search's first candidate is the greedy one (strategy N+greedy)")
     ap.add_argument("--scorers", default="judge,likelihood", help="comma-separated: judge, likelihood, consensus; add verifier for the oracle")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's; quick 96)")
     ap.add_argument("--reference-n", type=int, default=20,
@@ -126,7 +128,8 @@ def main() -> None:
     print(f"{args.model or 'embedded model'} on {n} {args.task} questions, format {fmt.name}, "
           f"{max_new} new tokens at most, threads {args.threads}", flush=True)
 
-    plan = [("greedy", "-")] + [(f"{kind}:{b}", sc) for b in beams for sc in scorers
+    plus = "+greedy" if args.include_greedy else ""
+    plan = [("greedy", "-")] + [(f"{kind}:{b}{plus}", sc) for b in beams for sc in scorers
                                 for kind in args.strategies.split(",")]
     rows, runs, kept = [], [], {}
     for strategy, scorer in plan:
@@ -137,7 +140,7 @@ def main() -> None:
         runs.append({"name": strategy if scorer == "-" else f"{strategy} {scorer}", "accuracy": summary["accuracy"],
                      "seconds": result.stats.seconds})
         kept[(strategy, scorer)] = (summary, records)
-        print(f"  {strategy:16s} {scorer:10s} {100 * summary['accuracy']:5.1f}%  {result.stats.seconds:7.1f}s", flush=True)
+        print(f"  {strategy:22s} {scorer:10s} {100 * summary['accuracy']:5.1f}%  {result.stats.seconds:7.1f}s", flush=True)
 
     ref_n = min(n, args.reference_n)
     for b in beams if ref_n > 0 else []:
@@ -151,29 +154,29 @@ def main() -> None:
         scaled = f" (time x{n / ref_n:.1f})" if ref_n < n else ""  # its time for all n questions
         runs.append({"name": f"LLaVA-CoT reference:{b}{scaled}", "accuracy": summary["accuracy"],
                      "seconds": stats.seconds * n / ref_n})
-        print(f"  {'reference:%d' % b:16s} {'judge':10s} {100 * summary['accuracy']:5.1f}%  {stats.seconds:7.1f}s", flush=True)
+        print(f"  {'reference:%d' % b:22s} {'judge':10s} {100 * summary['accuracy']:5.1f}%  {stats.seconds:7.1f}s", flush=True)
 
-    print(f"\n{'strategy':16s} {'scorer':10s} {'acc':>6s} {'seconds':>8s} {'s/q':>6s} {'tokens':>7s} {'forwards':>8s} "
+    print(f"\n{'strategy':22s} {'scorer':10s} {'acc':>6s} {'seconds':>8s} {'s/q':>6s} {'tokens':>7s} {'forwards':>8s} "
           f"{'images':>6s} {'encoded':>8s} {'judged':>6s}")
     for strategy, scorer, acc, st, m in rows:
-        print(f"{strategy:16s} {scorer:10s} {100 * acc:5.1f}% {st.seconds:8.1f} {st.seconds / m:6.2f} {st.tokens:7d} "
+        print(f"{strategy:22s} {scorer:10s} {100 * acc:5.1f}% {st.seconds:8.1f} {st.seconds / m:6.2f} {st.tokens:7d} "
               f"{st.forwards:8d} {st.images:6d} {st.encoded:8d} {st.comparisons:6d}")
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
           " reference rows on %d question(s))" % ref_n)
     accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
     for sc in scorers if "stage_beam" in args.strategies else []:
-        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}", sc)] - accuracy[("greedy", "-")])
-        print(f"stage beam N={max(beams)} ({sc}) vs greedy: {gain:+.1f} points")
+        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{plus}", sc)] - accuracy[("greedy", "-")])
+        print(f"stage beam N={max(beams)}{plus} ({sc}) vs greedy: {gain:+.1f} points")
     per_q = {(s, sc): st.seconds / m for s, sc, _, st, m in rows}
     for b in beams:
-        ours, ref = per_q.get((f"stage_beam:{b}", "judge")), per_q.get((f"reference:{b}", "judge"))
+        ours, ref = per_q.get((f"stage_beam:{b}{plus}", "judge")), per_q.get((f"reference:{b}", "judge"))
         if ours and ref:
             print(f"stage beam vs reference (N={b}, judge): {ref / ours:.1f}x faster")
 
     if args.report:
         from vrm.eval.report import write_report
 
-        key = (f"stage_beam:{max(beams)}", scorers[0])
+        key = (f"stage_beam:{max(beams)}{plus}", scorers[0])
         summary, records = kept.get(key, kept[("greedy", "-")])
         path = write_report(Path(args.report) / "search.html", summary, records, {s.id: s.image for _, s in pairs},
                             f"vrm search benchmark: {key[0]} {key[1]} (gallery), all runs in the plot", runs=runs)

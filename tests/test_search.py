@@ -57,6 +57,28 @@ def test_candidates_from_a_shared_cache_equal_separate_generation(loaded, clevr)
         assert alone.logprobs == pytest.approx(batched[row].logprobs, abs=1e-4)
 
 
+class PickFirst:
+    name = "first"
+
+    def pick(self, model, processor, choices, stats):
+        return [0] * len(choices)
+
+
+def test_greedy_first_candidate_is_the_greedy_completion(loaded, clevr):
+    """With ``+greedy`` the first candidate of every step is what greedy decoding writes, so a search
+    that always keeps it answers exactly as greedy does; the other candidates are still sampled."""
+    model, processor = loaded
+    qs = queries(clevr, "direct")
+    greedy = run_search(model, processor, qs, "greedy", format="direct", max_new_tokens=24).completions
+    for spec in ("best_of:3+greedy", "sentence_beam:2+greedy"):
+        strategy = get_strategy(spec)
+        assert strategy.greedy_first and strategy.n == int(spec.split(":")[1][0])
+        assert run_search(model, processor, qs, strategy, PickFirst(), "direct", 24).completions == greedy
+    prefix = prefill(model, processor, [q.image for q in qs[:1]], [q.prompt for q in qs[:1]])
+    rows = decode(model, processor, prefix.expand(3), 24, (), 5.0, [None, 1, 2])
+    assert rows[0].text.strip() == greedy[0] and rows[1].ids != rows[2].ids
+
+
 class Recorder:
     """A stub scorer that picks the last candidate and remembers every choice it saw."""
 
@@ -194,6 +216,7 @@ def test_reward_scorers_resolve(tmp_path, monkeypatch):
     (lambda: get_strategy("beam:4"), "unknown search strategy 'beam:4'; known strategies: greedy"),
     (lambda: get_strategy("stage_beam"), "give the number of candidates, e.g. stage_beam:4"),
     (lambda: get_strategy("sample:hot"), "temperature must be a number > 0"),
+    (lambda: get_strategy("stage_beam:4+best"), "the first candidate greedy, the rest sampled"),
     (lambda: get_scorer("oracle"), "unknown scorer 'oracle'; known scorers: judge, likelihood"),
     (lambda: get_scorer("reward"), "needs a function: reward:pkg.module:function"),
     (lambda: get_scorer("reward:no_such_module_xyz:f"), "cannot import no_such_module_xyz"),

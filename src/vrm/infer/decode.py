@@ -181,15 +181,18 @@ def extend(model, prefix: Prefix, ids: Sequence[Sequence[int]], pad_id: int = 0,
     return prefix
 
 
-def choose(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+def choose(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
     """Next tokens (R,) from logits (R, V): argmax at temperature 0, else a sample of softmax(logits / T)
-    by Gumbel-max with row r's noise drawn from ``generators[r]``."""
+    by Gumbel-max with row r's noise drawn from ``generators[r]`` (argmax where that is None)."""
     if temperature <= 0:
         return logits.argmax(-1)
     vocab = logits.shape[-1]
-    u = torch.stack([torch.rand(vocab, generator=g) for g in generators]).to(logits.device)
+    u = torch.stack([torch.rand(vocab, generator=g) if g is not None else torch.full((vocab,), 0.5)
+                     for g in generators]).to(logits.device)
     gumbel = -torch.log(-torch.log(u.clamp(min=1e-20, max=1 - 1e-7)))
-    return (logits / temperature + gumbel).argmax(-1)
+    sampled = (logits / temperature + gumbel).argmax(-1)
+    greedy = torch.tensor([g is None for g in generators], device=logits.device)
+    return torch.where(greedy, logits.argmax(-1), sampled)
 
 
 @torch.inference_mode()
@@ -197,7 +200,8 @@ def decode(model, processor, prefix: Prefix, max_new_tokens: int, stops: Sequenc
            temperature: float = 0.0, seeds: Sequence[int] | None = None, stats: Stats | None = None,
            compact: bool = True) -> list[Candidate]:
     """Continue every row of ``prefix`` until a token of ``stops`` (the model's end tokens are always
-    stops) or ``max_new_tokens``; one candidate per row.
+    stops) or ``max_new_tokens``; one candidate per row. Sampling takes one seed per row; a row
+    whose seed is None is decoded greedily among the sampled ones.
 
     The prefix is consumed (its cache grows). Rows that finish become holes; with ``compact``,
     once half of the live rows have finished they are dropped from the batch.
@@ -208,7 +212,8 @@ def decode(model, processor, prefix: Prefix, max_new_tokens: int, stops: Sequenc
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     if temperature > 0 and (seeds is None or len(seeds) != prefix.rows):
         raise ValueError("sampling needs one seed per row")
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds] if temperature > 0 else None
+    generators = ([None if s is None else torch.Generator().manual_seed(int(s)) for s in seeds]
+                  if temperature > 0 else None)
     out = [Candidate([], [], None) for _ in range(prefix.rows)]
     live = list(range(prefix.rows))  # original row of each batch row
     done = [False] * prefix.rows

@@ -10,6 +10,8 @@ Strategies, by name (`get_strategy`):
 - ``stage_beam:N`` (LLaVA-CoT): for each stage of the ``stages`` format, the stage's opening tag is
   forced, N candidates are sampled, each stopped at the stage's closing tag, and the scorer's pick
   becomes the prefix of the next stage.
+- ``...:N+greedy`` (any of the three above): the first of the N candidates is the greedy one, so
+  the search can keep what greedy decoding would write.
 
 All of them run on `vrm.infer.decode`: the prefix of a step (image, prompt and everything chosen
 so far) is encoded once per question, its KV cache is forked for the N candidates, the candidates
@@ -49,13 +51,15 @@ class Search:
     max_new_tokens: int
     stats: Stats = field(default_factory=Stats)
 
-    def seeds(self, queries: Sequence[Query], seed: int, step: int, n: int) -> list[int]:
-        """n sampling seeds per query for search step ``step``, a function of the query alone."""
+    def seeds(self, queries: Sequence[Query], seed: int, step: int, n: int, greedy_first: bool = False) -> list[int | None]:
+        """n sampling seeds per query for search step ``step``, a function of the query alone; with
+        ``greedy_first`` each query's first is None (`decode` decodes that row greedily)."""
         out = []
         for q in queries:
             key = q.sample.id if q.sample is not None else q.prompt
             rng = random.Random(f"{seed}|{key}|{step}")
-            out += [rng.getrandbits(63) for _ in range(n)]
+            seeds = [rng.getrandbits(63) for _ in range(n)]
+            out += [None] + seeds[1:] if greedy_first else seeds
         return out
 
     def pick(self, choices: list[Choice]) -> list[int]:
@@ -110,12 +114,13 @@ class BestOf:
     n: int
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
+    greedy_first: bool = False  # the first candidate is the greedy one (`Search.seeds`)
     name: str = "best_of"
 
     def run(self, s: Search, queries: Sequence[Query]) -> list[str]:
         n = self.n
         cands = s.decode(s.prefill(queries).expand(n), s.max_new_tokens, (), self.temperature,
-                         s.seeds(queries, self.seed, 0, n))
+                         s.seeds(queries, self.seed, 0, n, self.greedy_first))
         choices = [Choice(q, "answer", "", cands[b * n:(b + 1) * n], format=s.format) for b, q in enumerate(queries)]
         return [c.completion(w).strip() for c, w in zip(choices, s.pick(choices))]
 
@@ -142,6 +147,7 @@ class SentenceBeam:
     n: int
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
+    greedy_first: bool = False
     sentence_tokens: int = 64
     name: str = "sentence_beam"
 
@@ -155,7 +161,7 @@ class SentenceBeam:
         while active:
             budget = min(self.sentence_tokens, min(s.max_new_tokens - used[b] for b in active))
             cands = s.decode(prefix.expand(self.n), budget, ends, self.temperature,
-                             s.seeds([queries[b] for b in active], self.seed, step, self.n))
+                             s.seeds([queries[b] for b in active], self.seed, step, self.n, self.greedy_first))
             for c in cands:  # a sentence keeps its end (but not the model's end token)
                 if c.stop is not None and c.stop not in eos:
                     c.text += s.processor.tokenizer.decode([c.stop], skip_special_tokens=False)
@@ -185,6 +191,7 @@ class StageBeam:
     n: int
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
+    greedy_first: bool = False
     stage_tokens: int | None = None
     name: str = "stage_beam"
 
@@ -200,7 +207,7 @@ class StageBeam:
             budget = max(1, min(self.stage_tokens or s.max_new_tokens, s.max_new_tokens - max(used)))
             close = f"</{stage}>"
             cands = s.decode(prefix.expand(self.n), budget, [tags[close]], self.temperature,
-                             s.seeds(queries, self.seed, k, self.n))
+                             s.seeds(queries, self.seed, k, self.n, self.greedy_first))
             choices = [Choice(q, stage, texts[b], cands[b * self.n:(b + 1) * self.n], close, s.format)
                        for b, q in enumerate(queries)]
             forced = close + (f"<{STAGES[k + 1]}>" if k + 1 < len(STAGES) else "")
@@ -214,7 +221,7 @@ class StageBeam:
         return [t.strip() for t in texts]
 
 
-STRATEGIES = ("greedy", "sample[:T]", "best_of:N", "sentence_beam:N", "stage_beam:N")
+STRATEGIES = ("greedy", "sample[:T]", "best_of:N", "sentence_beam:N", "stage_beam:N")  # N or N+greedy
 
 
 def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0):
@@ -234,9 +241,11 @@ def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int 
             raise VrmError(f"strategy {spec!r}: the temperature must be a number > 0, e.g. sample:0.7")
         return Sampling(t, seed)
     if name in beams:
-        if not arg.isdigit() or int(arg) < 1:
-            raise VrmError(f"strategy {spec!r}: give the number of candidates, e.g. {name}:4")
-        return beams[name](int(arg), temperature, seed)
+        count, plus, extra = arg.partition("+")
+        if not count.isdigit() or int(count) < 1 or (plus and extra != "greedy"):
+            raise VrmError(f"strategy {spec!r}: give the number of candidates, e.g. {name}:4 "
+                           f"(or {name}:4+greedy: the first candidate greedy, the rest sampled)")
+        return beams[name](int(count), temperature, seed, greedy_first=bool(plus))
     raise VrmError(f"unknown search strategy {spec!r}; known strategies: {', '.join(STRATEGIES)}")
 
 
