@@ -1,0 +1,90 @@
+"""Where does a CLEVR answer go wrong? The model's REASONING against the trace's, sentence by sentence.
+
+Each program node of a clevr sample is one or two sentences of the `stages` target
+(`vrm.tasks.clevr.explain`). This script has the model answer held-out questions in stages
+(greedy) and finds, per answer, the first sentence of its reasoning that differs from the target's,
+counted by the kind of program node it belongs to (``filter_shape``, ``relate:left``, ...).
+"(order only)" marks a listing with the right objects in another order. A step can also differ
+because the model took a union's branches in the other order, so these are the first *differences*,
+an upper bound on the first errors.
+
+    python benchmarks/clevr_steps.py --model runs/clevr/reason/final --n 1000
+    python benchmarks/clevr_steps.py --model runs/clevr/checks/final --reasoning checks --max-new-tokens 768
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+
+import torch
+
+from vrm.eval.run import evaluate
+from vrm.model import load_model
+from vrm.tasks import eval_samples, get_task
+from vrm.tasks.clevr.explain import step as node_words
+
+
+def sentences(text: str) -> list[str]:
+    """``"Red ones: a. Count: 1."`` -> ``["Red ones: a.", "Count: 1."]``"""
+    return [s for s in re.split(r"(?<=\.) ", text.strip()) if s]
+
+
+def target_sentences(sample, checks: bool) -> list[tuple[str, str]]:
+    """(sentence, node kind) for every sentence of the sample's reasoning target, in order."""
+    objects, program = sample.trace["scene"]["objects"], sample.trace["program"]
+    outputs = [n["output"] for n in program]
+    out = []
+    for node in program:
+        words = node_words(node, outputs, objects, checks)
+        if words is None:
+            continue
+        kind = node["type"]
+        if kind == "relate":
+            kind += ":" + (node.get("side_inputs") or node.get("value_inputs"))[0]
+        out += [(s, kind) for s in sentences(words)]
+    return out
+
+
+def first_difference(truth: list[tuple[str, str]], got: list[str]) -> str | None:
+    """The node kind of the first sentence that differs (None when all agree)."""
+    for k, (sentence, kind) in enumerate(truth):
+        if k >= len(got):
+            return kind + " (missing)"
+        if got[k] != sentence:
+            same_set = sorted(got[k].partition(": ")[2].rstrip(".").split(", ")) == \
+                sorted(sentence.partition(": ")[2].rstrip(".").split(", "))
+            return kind + (" (order only)" if same_set and got[k].partition(": ")[0] == sentence.partition(": ")[0]
+                           else "")
+    return "extra sentences" if len(got) > len(truth) else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="checkpoint folder (default: the embedded model)")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--reasoning", default="listing", help="the clevr reasoning the model was trained on")
+    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, processor = load_model(args.model)
+    task = get_task("clevr", split="test", reasoning=args.reasoning)
+    pairs = [(task, s) for s in eval_samples(task, n=args.n, seed=0)]
+    summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=args.max_new_tokens, progress=False)
+    firsts, right_but_differs = Counter(), 0
+    for (_, sample), record in zip(pairs, records):
+        kind = first_difference(target_sentences(sample, args.reasoning == "checks"),
+                                sentences(record.get("stages", {}).get("REASONING", "")))
+        firsts[kind or "none (reasoning as the trace's)"] += 1
+        right_but_differs += int(kind is not None and record["correct"] >= 1)
+    print(f"{args.model or 'embedded model'}: {args.n} clevr questions in stages, accuracy {100 * summary['accuracy']:.1f}%")
+    print("first sentence that differs from the trace's, by program node:")
+    for kind, count in firsts.most_common():
+        print(f"  {kind:36s} {count:5d}")
+    print(f"answers right although the reasoning differs somewhere: {right_but_differs}")
+
+
+if __name__ == "__main__":
+    main()
