@@ -79,7 +79,8 @@ def main() -> None:
                                 sentences(record.get("stages", {}).get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)
-    print(f"{args.model or 'embedded model'}: {args.n} clevr questions in stages, accuracy {100 * summary['accuracy']:.1f}%")
+    print(f"{args.model or 'embedded model'}: {args.n} clevr questions in stages, "
+          f"accuracy {100 * summary['accuracy']:.1f}%")
     print("first sentence that differs from the trace's, by program node:")
     for kind, count in firsts.most_common():
         print(f"  {kind:36s} {count:5d}")

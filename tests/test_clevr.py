@@ -322,7 +322,8 @@ def test_checks_reasoning_decides_each_candidate_by_hand():
         "Checking for red: small red metal cube yes; small red rubber cylinder yes; large blue rubber sphere no. "
         "Red ones: small red metal cube, small red rubber cylinder.",
         "That is the large blue rubber sphere.",
-        "Checking for things behind the large blue rubber sphere: small red metal cube yes; small red rubber cylinder yes. "
+        "Checking for things behind the large blue rubber sphere: small red metal cube yes; "
+        "small red rubber cylinder yes. "
         "Things behind it: small red metal cube, small red rubber cylinder.",
         "Count: 2."]
     plain = explain_program({"scene": {"objects": objs}, "program": program}, "", "q").steps

@@ -244,7 +244,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--model")
     e.add_argument("--format", help="default: the model's own (config.answer_format), else direct")
     e.add_argument("--search", default="greedy",
-                   help="greedy, sample[:T], best_of:N, sentence_beam:N or stage_beam:N (needs --format stages)")
+                   help="greedy, sample[:T], best_of:N, sentence_beam:N or stage_beam:N (needs --format stages); "
+                        "N+greedy: the first candidate greedy")
     e.add_argument("--scorer", default="likelihood",
                    help="how search picks a candidate: likelihood, judge, consensus, reward:pkg.module:function, "
                         "verifier (oracle)")

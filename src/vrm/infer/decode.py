@@ -181,7 +181,8 @@ def extend(model, prefix: Prefix, ids: Sequence[Sequence[int]], pad_id: int = 0,
     return prefix
 
 
-def choose(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
+def choose(logits: torch.Tensor, temperature: float,
+           generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
     """Next tokens (R,) from logits (R, V): argmax at temperature 0, else a sample of softmax(logits / T)
     by Gumbel-max with row r's noise drawn from ``generators[r]`` (argmax where that is None)."""
     if temperature <= 0:
@@ -197,7 +198,7 @@ def choose(logits: torch.Tensor, temperature: float, generators: Sequence[torch.
 
 @torch.inference_mode()
 def decode(model, processor, prefix: Prefix, max_new_tokens: int, stops: Sequence[int] = (),
-           temperature: float = 0.0, seeds: Sequence[int] | None = None, stats: Stats | None = None,
+           temperature: float = 0.0, seeds: Sequence[int | None] | None = None, stats: Stats | None = None,
            compact: bool = True) -> list[Candidate]:
     """Continue every row of ``prefix`` until a token of ``stops`` (the model's end tokens are always
     stops) or ``max_new_tokens``; one candidate per row. Sampling takes one seed per row; a row

@@ -51,7 +51,8 @@ class Search:
     max_new_tokens: int
     stats: Stats = field(default_factory=Stats)
 
-    def seeds(self, queries: Sequence[Query], seed: int, step: int, n: int, greedy_first: bool = False) -> list[int | None]:
+    def seeds(self, queries: Sequence[Query], seed: int, step: int, n: int,
+              greedy_first: bool = False) -> list[int | None]:
         """n sampling seeds per query for search step ``step``, a function of the query alone; with
         ``greedy_first`` each query's first is None (`decode` decodes that row greedily)."""
         out = []
