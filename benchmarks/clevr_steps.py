@@ -23,6 +23,7 @@ import torch
 from vrm.eval.run import evaluate
 from vrm.model import load_model
 from vrm.tasks import eval_samples, get_task
+from vrm.tasks.clevr.executor import node_values
 from vrm.tasks.clevr.explain import step as node_words
 
 
@@ -42,7 +43,7 @@ def target_sentences(sample, checks: bool) -> list[tuple[str, str]]:
             continue
         kind = node["type"]
         if kind == "relate":
-            kind += ":" + (node.get("side_inputs") or node.get("value_inputs"))[0]
+            kind += ":" + node_values(node)[0]
         out += [(s, kind) for s in sentences(words)]
     return out
 

@@ -9,6 +9,7 @@ scene's index order, which the image does not show.
 from __future__ import annotations
 
 from vrm.tasks.base import Explanation
+from vrm.tasks.clevr.executor import node_values
 
 DIRECTIONS = {"left": "left of", "right": "right of", "front": "in front of", "behind": "behind"}
 ATTRIBUTE = {"color": "colour", "size": "size", "shape": "shape", "material": "material"}
@@ -29,18 +30,22 @@ def reading_order(objects: list[dict]) -> list[int]:
     return sorted(range(len(objects)), key=lambda i: (objects[i]["pixel_coords"][1], objects[i]["pixel_coords"][0]))
 
 
+def in_reading_order(objects: list[dict], indices) -> list[int]:
+    """``indices`` sorted as `reading_order` places their objects."""
+    rank = {i: k for k, i in enumerate(reading_order(objects))}
+    return sorted(indices, key=rank.__getitem__)
+
+
 def listing(objects: list[dict], indices) -> str:
     """The named objects in reading order, or "none"."""
     if not indices:
         return "none"
-    rank = {i: k for k, i in enumerate(reading_order(objects))}
-    return ", ".join(name(objects[i]) for i in sorted(indices, key=rank.__getitem__))
+    return ", ".join(name(objects[i]) for i in in_reading_order(objects, indices))
 
 
 def checked(objects: list[dict], candidates, hits) -> str:
     """Each candidate in reading order, its decision right after its name: "small red metal cube yes; ..."."""
-    rank = {i: k for k, i in enumerate(reading_order(objects))}
-    marks = [f"{name(objects[i])} {'yes' if i in hits else 'no'}" for i in sorted(candidates, key=rank.__getitem__)]
+    marks = [f"{name(objects[i])} {'yes' if i in hits else 'no'}" for i in in_reading_order(objects, candidates)]
     return "; ".join(marks) if marks else "none"
 
 
@@ -55,17 +60,16 @@ def step(node: dict, outputs: list, objects: list[dict], checks: bool = False) -
     a node that selects objects first checks each candidate in turn ("Checking for red: small red
     metal cube yes; large blue rubber sphere no."), then lists what it kept."""
     kind, out = node["type"], node["output"]
+    args = [outputs[i] for i in node.get("inputs", [])]
+    values = node_values(node)
     if checks and out is not None and kind.startswith(("filter_", "relate", "same_")):
         plain = step(node, outputs, objects)
-        inputs = [outputs[i] for i in node.get("inputs", [])]
         if kind.startswith("filter_"):
-            what, candidates = (node.get("value_inputs", []) or node.get("side_inputs", []))[0], inputs[0]
+            what, candidates = values[0], args[0]
         else:  # relate / same_*: every other object, against the one object it starts from
-            what = plain.split(":")[0].lower().replace(" it", f" the {name(objects[inputs[0]])}")
-            candidates = [i for i in range(len(objects)) if i != inputs[0]]
+            what = plain.split(":")[0].lower().replace(" it", f" the {name(objects[args[0]])}")
+            candidates = [i for i in range(len(objects)) if i != args[0]]
         return f"Checking for {what}: {checked(objects, candidates, set(out))}. {plain}"
-    args = [outputs[i] for i in node.get("inputs", [])]
-    values = node.get("value_inputs", []) or node.get("side_inputs", [])
     if out is None:
         return f"No single object fits ({kind}), so the question has no answer."
     if kind == "scene":
