@@ -103,7 +103,8 @@ def main() -> None:
                     help="which searches to run beside greedy, comma-separated")
     ap.add_argument("--include-greedy", action="store_true",
                     help="each search's first candidate is the greedy one (strategy N+greedy)")
-    ap.add_argument("--scorers", default="judge,likelihood", help="comma-separated: judge, likelihood, consensus; add verifier for the oracle")
+    ap.add_argument("--scorers", default="judge,likelihood",
+                    help="comma-separated: judge, likelihood, consensus; add verifier for the oracle")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's; quick 96)")
     ap.add_argument("--reference-n", type=int, default=20,
                     help="questions for the slow reference loop (default 20, 0 = skip it; its speed is per question)")
@@ -117,7 +118,7 @@ def main() -> None:
     q = args.quick
     n = args.n or (8 if q else 100)
     beams = [int(b) for b in (args.beams or "2,4").split(",")]
-    scorers = args.scorers.split(",")
+    scorers, kinds = args.scorers.split(","), args.strategies.split(",")
     fmt = get_format(args.format)
     max_new = args.max_new_tokens or (96 if q else fmt.max_new_tokens)
 
@@ -130,7 +131,7 @@ def main() -> None:
 
     plus = "+greedy" if args.include_greedy else ""
     plan = [("greedy", "-")] + [(f"{kind}:{b}{plus}", sc) for b in beams for sc in scorers
-                                for kind in args.strategies.split(",")]
+                                for kind in kinds]
     rows, runs, kept = [], [], {}
     for strategy, scorer in plan:
         result = run_search(model, processor, queries, strategy, "likelihood" if scorer == "-" else scorer, fmt.name,
@@ -164,7 +165,7 @@ def main() -> None:
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
           " reference rows on %d question(s))" % ref_n)
     accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
-    for sc in scorers if "stage_beam" in args.strategies else []:
+    for sc in scorers if "stage_beam" in kinds else []:
         gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{plus}", sc)] - accuracy[("greedy", "-")])
         print(f"stage beam N={max(beams)}{plus} ({sc}) vs greedy: {gain:+.1f} points")
     per_q = {(s, sc): st.seconds / m for s, sc, _, st, m in rows}

@@ -145,6 +145,13 @@ def token_precision(prediction: str, truth: str) -> float:
     return sum((Counter(p) & Counter(t)).values()) / len(p) if p else 0.0
 
 
+def parsed_answer(choice: Choice, i: int) -> str | None:
+    """The answer candidate i's completion gives in the choice's format (None when it cannot be read)."""
+    fmt = StagesFormat() if choice.kind in STAGES else get_format(choice.format)
+    parsed = fmt.parse(choice.completion(i))
+    return parsed.answer if parsed.ok else None
+
+
 class VerifierScorer(PointwiseScorer):
     """An oracle: checks a candidate against the sample's ground truth (needs samples with traces).
 
@@ -161,8 +168,8 @@ class VerifierScorer(PointwiseScorer):
             raise VrmError("the verifier scorer needs samples with their ground truth (use it in eval, not on bare questions)")
         text = choice.candidates[i].text
         if choice.kind == "CONCLUSION":
-            parsed = StagesFormat().parse(choice.completion(i))
-            return float(parsed.ok and q.task.score(q.sample, parsed.answer) >= 1.0)
+            answer = parsed_answer(choice, i)
+            return float(answer is not None and q.task.score(q.sample, answer) >= 1.0)
         if choice.kind in STAGES:
             return token_f1(text, StagesFormat().stage_target(q.sample, q.task, choice.kind))
         fmt = get_format(choice.format)
@@ -172,13 +179,6 @@ class VerifierScorer(PointwiseScorer):
         parsed = fmt.parse(choice.completion(i))
         right = float(parsed.ok and fmt.score(q.sample, q.task, parsed.answer) >= 1.0)
         return right + 0.1 * token_f1(choice.completion(i), target)
-
-
-def parsed_answer(choice: Choice, i: int) -> str | None:
-    """The answer candidate i's completion gives in the choice's format (None when it cannot be read)."""
-    fmt = StagesFormat() if choice.kind in STAGES else get_format(choice.format)
-    parsed = fmt.parse(choice.completion(i))
-    return parsed.answer if parsed.ok else None
 
 
 class ConsensusScorer:
