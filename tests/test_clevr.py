@@ -330,6 +330,36 @@ def test_checks_reasoning_decides_each_candidate_by_hand():
     assert plain[0] == "Red ones: small red metal cube, small red rubber cylinder." and plain[3] == "Count: 2."
     with pytest.raises(ValueError, match="unknown clevr reasoning"):
         ClevrTask(reasoning="guess")
+    # with coordinates, a relation's check names the one it compares: y for behind (up is smaller y)
+    program[3]["side_inputs"], program[3]["output"] = ["left"], [1, 2]
+    xy = explain_program({"scene": {"objects": objs}, "program": program}, "", "q", checks=True, coords=True).steps
+    assert xy[0] == steps[0] and xy[3] == "Count: 2."
+    assert xy[2] == ("Checking for things left of the large blue rubber sphere at x 40: small red metal cube at x 10 yes; "
+                     "small red rubber cylinder at x 30 yes. Things left of it: small red metal cube, small red rubber cylinder.")
+    program[3]["side_inputs"], program[3]["output"] = ["front"], []
+    xy = explain_program({"scene": {"objects": objs}, "program": program}, "", "q", checks=True, coords=True).steps
+    assert xy[2].startswith("Checking for things in front of the large blue rubber sphere at y 50: "
+                            "small red metal cube at y 12 no; small red rubber cylinder at y 30 no.")
+
+
+@needs_data
+def test_xy_caption_places_objects_by_pixel_and_decides_every_relation():
+    # Centres lie >= 0.4 units apart on both axes, so the caption's coordinates alone decide each relation.
+    task = ClevrTask(place="xy")
+    for seed in range(20):
+        s = task.sample(seed)
+        objects = s.trace["scene"]["objects"]
+        caption = task.caption(s)
+        for o in objects:
+            assert f"{o['size']} {o['color']} {o['material']} {o['shape']} at x {o['pixel_coords'][0]} " \
+                   f"y {o['pixel_coords'][1]}" in caption
+        rel = s.trace["scene"]["relationships"]
+        for i, a in enumerate(objects):
+            xa, ya = a["pixel_coords"][:2]
+            assert rel["left"][i] == [j for j, b in enumerate(objects) if b["pixel_coords"][0] < xa]
+            assert rel["behind"][i] == [j for j, b in enumerate(objects) if b["pixel_coords"][1] < ya]
+    with pytest.raises(ValueError, match="unknown clevr place"):
+        ClevrTask(place="grid")
 
 
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):

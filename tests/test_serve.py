@@ -165,6 +165,7 @@ def test_a_request_without_format_gets_the_models_own(count_sample):
     body = _json.dumps({"messages": user(data_url(count_sample.image), "How many shapes?")}).encode()
     assert parse_chat(body, Limits()).ask.format == "direct"
     assert parse_chat(body, Limits(), "think").ask.format == "think"
-    assert parse_chat(body, Limits(), "think").ask.max_tokens == 384  # the think format's budget
+    assert parse_chat(body, Limits(), "think").ask.max_tokens == 512  # the think format's budget (800), capped by Limits
+    assert parse_chat(body, Limits(max_tokens=1000), "think").ask.max_tokens == 800
     asked = _json.dumps({"messages": user(data_url(count_sample.image), "How many?"), "format": "direct"}).encode()
     assert parse_chat(asked, Limits(), "think").ask.format == "direct"

@@ -43,10 +43,17 @@ def listing(objects: list[dict], indices) -> str:
     return ", ".join(name(objects[i]) for i in in_reading_order(objects, indices))
 
 
-def checked(objects: list[dict], candidates, hits) -> str:
-    """Each candidate in reading order, its decision right after its name: "small red metal cube yes; ..."."""
-    marks = [f"{name(objects[i])} {'yes' if i in hits else 'no'}" for i in in_reading_order(objects, candidates)]
+def checked(objects: list[dict], candidates, hits, axis: int | None = None) -> str:
+    """Each candidate in reading order, its decision right after its name: "small red metal cube yes; ...";
+    with an ``axis`` (0 x, 1 y) each name carries that pixel coordinate ("small red metal cube at x 12 yes")."""
+    marks = [f"{name(objects[i])}{at(objects[i], axis)} {'yes' if i in hits else 'no'}"
+             for i in in_reading_order(objects, candidates)]
     return "; ".join(marks) if marks else "none"
+
+
+def at(obj: dict, axis: int | None) -> str:
+    """" at x 12" (``axis`` 0) or " at y 40" (1): an object's pixel coordinate; "" without an axis."""
+    return "" if axis is None else f" at {'xy'[axis]} {obj['pixel_coords'][axis]}"
 
 
 def word(value) -> str:
@@ -55,21 +62,27 @@ def word(value) -> str:
     return str(value)
 
 
-def step(node: dict, outputs: list, objects: list[dict], checks: bool = False) -> str | None:
+def step(node: dict, outputs: list, objects: list[dict], checks: bool = False, coords: bool = False) -> str | None:
     """One node in words (None for the scene node, which the caption already covers). With ``checks``
     a node that selects objects first checks each candidate in turn ("Checking for red: small red
-    metal cube yes; large blue rubber sphere no."), then lists what it kept."""
+    metal cube yes; large blue rubber sphere no."), then lists what it kept. With ``coords`` too, a
+    relation's check names the pixel coordinate it compares (x for left/right, y for front/behind)
+    of the object it starts from and of each candidate, as a caption with ``place="xy"`` gives them."""
     kind, out = node["type"], node["output"]
     args = [outputs[i] for i in node.get("inputs", [])]
     values = node_values(node)
     if checks and out is not None and kind.startswith(("filter_", "relate", "same_")):
         plain = step(node, outputs, objects)
+        axis = None
         if kind.startswith("filter_"):
             what, candidates = values[0], args[0]
         else:  # relate / same_*: every other object, against the one object it starts from
-            what = plain.split(":")[0].lower().replace(" it", f" the {name(objects[args[0]])}")
+            if coords and kind == "relate":
+                axis = 0 if values[0] in ("left", "right") else 1
+            start = objects[args[0]]
+            what = plain.split(":")[0].lower().replace(" it", f" the {name(start)}{at(start, axis)}")
             candidates = [i for i in range(len(objects)) if i != args[0]]
-        return f"Checking for {what}: {checked(objects, candidates, set(out))}. {plain}"
+        return f"Checking for {what}: {checked(objects, candidates, set(out), axis)}. {plain}"
     if out is None:
         return f"No single object fits ({kind}), so the question has no answer."
     if kind == "scene":
@@ -103,7 +116,8 @@ def step(node: dict, outputs: list, objects: list[dict], checks: bool = False) -
     return f"{kind}: {word(out)}."
 
 
-def explain_program(trace: dict, caption: str, question: str, checks: bool = False) -> Explanation:
+def explain_program(trace: dict, caption: str, question: str, checks: bool = False,
+                    coords: bool = False) -> Explanation:
     """The plan, the dense caption and one sentence per program step.
 
     >>> objs = [{"size": "small", "color": "red", "material": "metal", "shape": "cube"},
@@ -116,7 +130,7 @@ def explain_program(trace: dict, caption: str, question: str, checks: bool = Fal
     """
     objects = trace["scene"]["objects"]
     outputs = [node["output"] for node in trace["program"]]
-    steps = [s for node in trace["program"] if (s := step(node, outputs, objects, checks))]
+    steps = [s for node in trace["program"] if (s := step(node, outputs, objects, checks, coords))]
     final = trace["program"][-1]["type"] if trace["program"] else ""
     if final == "count" or final in ("subtraction", "addition"):
         plan = "I will find the objects the question names and count them."

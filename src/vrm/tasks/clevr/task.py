@@ -69,6 +69,10 @@ class ClevrTask:
         reasoning: how the think/stages reasoning selects objects: ``listing`` names what a step
             keeps; ``checks`` first checks each candidate in turn, its yes/no right after its name
             (`vrm.tasks.clevr.explain.step`; the layout that took shapes from 85 to 99%, README).
+        place: how the caption places an object: ``words`` (nine places: "at the top left") or ``xy``
+            (its centre's pixel coordinates: "at x 12 y 40"). Sampled centres lie at least 0.4 units
+            apart on both axes, so the coordinates decide every left/right and front/behind relation;
+            with ``reasoning="checks"`` a relation's check then names the coordinate it compares.
         data_dir: the CLEVR data folder (default: ``$VRM_CLEVR_DATA``, else ``shared/data/clevr``
             beside the repository).
     """
@@ -79,6 +83,7 @@ class ClevrTask:
     extent: float | None = None
     families: tuple[str, ...] = FAMILIES
     reasoning: str = "listing"
+    place: str = "words"
     data_dir: str | None = None
     name: str = "clevr"
     _data: ClevrData = field(init=False, repr=False, compare=False)
@@ -91,6 +96,8 @@ class ClevrTask:
             raise ValueError("need 1 <= min_objects <= max_objects <= 10")
         if self.reasoning not in ("listing", "checks"):
             raise ValueError(f"unknown clevr reasoning {self.reasoning!r}; known: listing, checks")
+        if self.place not in ("words", "xy"):
+            raise ValueError(f"unknown clevr place {self.place!r}; known: words, xy")
         if self.canvas < 16:
             raise ValueError("canvas must be at least 16 pixels")
         if self.extent is None:
@@ -150,9 +157,14 @@ class ClevrTask:
         """Every object with size, colour, material, shape and place, top to bottom, left to right."""
         every = sample.trace["scene"]["objects"]
         objects = [every[i] for i in reading_order(every)]
-        parts = [f"a {o['size']} {o['color']} {o['material']} {o['shape']} {_at(o['position'])}" for o in objects]
+        parts = [f"a {o['size']} {o['color']} {o['material']} {o['shape']} {self._place(o)}" for o in objects]
         count = f"{len(objects)} object" + ("s" if len(objects) != 1 else "")
         return f"{count}: " + "; ".join(parts) + "."
+
+    def _place(self, obj: dict) -> str:
+        if self.place == "xy":
+            return f"at x {obj['pixel_coords'][0]} y {obj['pixel_coords'][1]}"
+        return _at(obj["position"])
 
     def object_words(self, sample: Sample) -> list[tuple[float, float, str]]:
         """Each object's centre in the image (fractions of its side) and its caption words."""
@@ -161,4 +173,5 @@ class ClevrTask:
 
     def explain(self, sample: Sample) -> Explanation:
         """The plan, the dense caption and the program's steps in words."""
-        return explain_program(sample.trace, self.caption(sample), sample.question, self.reasoning == "checks")
+        return explain_program(sample.trace, self.caption(sample), sample.question, self.reasoning == "checks",
+                               self.place == "xy")
