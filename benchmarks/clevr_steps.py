@@ -9,7 +9,8 @@ because the model took a union's branches in the other order, so these are the f
 an upper bound on the first errors.
 
     python benchmarks/clevr_steps.py --model runs/clevr/reason/final --n 1000
-    python benchmarks/clevr_steps.py --model runs/clevr/checks/final --reasoning checks --max-new-tokens 768
+    python benchmarks/clevr_steps.py --model runs/clevr/checks/final reasoning=checks
+    python benchmarks/clevr_steps.py --model runs/clevr/xy/final --n 1000 reasoning=checks place=xy
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import Counter
 
 import torch
 
+from vrm.config import parse_overrides
 from vrm.eval.run import evaluate
 from vrm.model import load_model
 from vrm.tasks import eval_samples, get_task
@@ -32,13 +34,13 @@ def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=\.) ", text.strip()) if s]
 
 
-def target_sentences(sample, checks: bool) -> list[tuple[str, str]]:
+def target_sentences(sample, checks: bool, coords: bool = False) -> list[tuple[str, str]]:
     """(sentence, node kind) for every sentence of the sample's reasoning target, in order."""
     objects, program = sample.trace["scene"]["objects"], sample.trace["program"]
     outputs = [n["output"] for n in program]
     out = []
     for node in program:
-        words = node_words(node, outputs, objects, checks)
+        words = node_words(node, outputs, objects, checks, coords)
         if words is None:
             continue
         kind = node["type"]
@@ -65,18 +67,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="checkpoint folder (default: the embedded model)")
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--reasoning", default="listing", help="the clevr reasoning the model was trained on")
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("params", nargs="*", help="the clevr parameters the model was trained on, as key=value "
+                    "(e.g. reasoning=checks place=xy)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, processor = load_model(args.model)
-    task = get_task("clevr", split="test", reasoning=args.reasoning)
+    task = get_task("clevr", split="test", **parse_overrides(args.params))
     pairs = [(task, s) for s in eval_samples(task, n=args.n, seed=0)]
     summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=args.max_new_tokens, progress=False)
     firsts, right_but_differs = Counter(), 0
     for (_, sample), record in zip(pairs, records):
-        kind = first_difference(target_sentences(sample, args.reasoning == "checks"),
+        kind = first_difference(target_sentences(sample, task.reasoning == "checks", task.place == "xy"),
                                 sentences(record.get("stages", {}).get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)
