@@ -1,0 +1,61 @@
+"""The clevr consistency reward: every target holds throughout, and each kind of slip costs it."""
+
+import re
+
+import pytest
+
+from vrm import VrmError
+from vrm.formats import get_format
+from vrm.infer.scorers import get_scorer
+from vrm.tasks.clevr import ClevrTask
+from vrm.tasks.clevr.consistency import consistency
+from vrm.tasks.clevr.data import find_data_dir
+
+try:
+    find_data_dir()
+    HAVE_DATA = True
+except VrmError:
+    HAVE_DATA = False
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="CLEVR data folder not found (shared/data/clevr)")
+STAGES = get_format("stages")
+
+
+@needs_data
+@pytest.mark.parametrize("params", [{}, {"reasoning": "checks"}, {"reasoning": "checks", "place": "xy"}])
+def test_every_target_is_consistent(params):
+    task = ClevrTask(**params)
+    for seed in range(150):
+        s = task.sample(seed)
+        assert consistency(None, STAGES.target(s, task)) == 1.0, (s.family, STAGES.target(s, task))
+
+
+def slips(target: str) -> dict[str, str]:
+    """One slip of each kind a model makes, where the target has room for it."""
+    out = {}
+    if m := re.search(r"(Checking for [a-z]+: [^.]*?) yes", target):  # a filter's decision flipped
+        out["decision"] = target[:m.start()] + m.group(1) + " no" + target[m.end():]
+    if m := re.search(r"at x (\d+) (yes|no)", target):  # a coordinate misread in a relation's check
+        out["coordinate"] = target[:m.start()] + f"at x {int(m.group(1)) + 1} " + target[m.end() - 3:].lstrip()
+    if m := re.search(r"(ones: )([^.,]+), ", target):  # an object dropped from a listing
+        out["listing"] = target[:m.start()] + m.group(1) + target[m.end():]
+    if m := re.search(r"Count: (\d+)\.", target):
+        out["count"] = target[:m.start()] + f"Count: {int(m.group(1)) + 7}." + target[m.end():]
+    answer = re.search(r"<CONCLUSION>(.*)</CONCLUSION>", target).group(1)
+    out["conclusion"] = target.replace(f"<CONCLUSION>{answer}<", "<CONCLUSION>maybe<")
+    return out
+
+
+@needs_data
+def test_each_kind_of_slip_lowers_it():
+    task, seen = ClevrTask(reasoning="checks", place="xy"), set()
+    for seed in range(60):
+        s = task.sample(seed)
+        for kind, text in slips(STAGES.target(s, task)).items():
+            assert consistency(None, text) < 1.0, (kind, text)
+            seen.add(kind)
+    assert seen == {"decision", "coordinate", "listing", "count", "conclusion"}
+
+
+def test_it_loads_as_a_search_scorer():
+    scorer = get_scorer("reward:vrm.tasks.clevr.consistency:consistency")
+    assert scorer.fn is consistency
