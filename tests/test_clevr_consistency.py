@@ -59,3 +59,18 @@ def test_each_kind_of_slip_lowers_it():
 def test_it_loads_as_a_search_scorer():
     scorer = get_scorer("reward:vrm.tasks.clevr.consistency:consistency")
     assert scorer.fn is consistency
+
+
+@needs_data
+def test_the_benchmark_splits_accuracy_by_consistency():
+    from bench_loader import load_benchmark
+
+    task = ClevrTask(reasoning="checks", place="xy")
+    records = []
+    for seed in range(4):
+        s = task.sample(seed)
+        target = STAGES.target(s, task)
+        records.append({"family": s.family, "output": target, "correct": 1.0})
+        records.append({"family": s.family, "output": slips(target)["conclusion"], "correct": 0.0})
+    c = load_benchmark("consistency").tally(records)["all"]
+    assert (c["answers"], c["right"], c["consistent"], c["right_consistent"]) == (8, 4, 4, 4)
