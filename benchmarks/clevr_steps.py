@@ -11,11 +11,14 @@ an upper bound on the first errors.
     python benchmarks/clevr_steps.py --model runs/clevr/reason/final --n 1000
     python benchmarks/clevr_steps.py --model runs/clevr/checks/final reasoning=checks
     python benchmarks/clevr_steps.py --model runs/clevr/xy/final --n 1000 reasoning=checks place=xy
+    python benchmarks/clevr_steps.py --records runs/clevr/xy/eval.jsonl reasoning=checks place=xy  # answers of a
+        # `vrm eval --task clevr --format stages --records FILE` run, not generated again
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections import Counter
 
@@ -68,22 +71,35 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint folder (default: the embedded model)")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--records", help="read the answers from this `vrm eval --records` file (its first --n) "
+                    "instead of generating them")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("params", nargs="*", help="the clevr parameters the model was trained on, as key=value "
                     "(e.g. reasoning=checks place=xy)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, processor = load_model(args.model)
     task = get_task("clevr", split="test", **parse_overrides(args.params))
     pairs = [(task, s) for s in eval_samples(task, n=args.n, seed=0)]
-    summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=args.max_new_tokens, progress=False)
+    if args.records:
+        with open(args.records) as f:
+            by_id = {r["id"]: r for r in map(json.loads, filter(str.strip, f))}
+        missing = [s.id for _, s in pairs if s.id not in by_id]
+        if missing:
+            raise SystemExit(f"{args.records}: no answers to {len(missing)} of the {args.n} questions "
+                             f"(first {missing[0]}); evaluate with --n {args.n} --seed 0")
+        records = [by_id[s.id] for _, s in pairs]
+        summary = {"accuracy": sum(r["correct"] for r in records) / len(records)}
+    else:
+        model, processor = load_model(args.model)
+        summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=args.max_new_tokens,
+                                    progress=False)
     firsts, right_but_differs = Counter(), 0
     for (_, sample), record in zip(pairs, records):
         kind = first_difference(target_sentences(sample, task.reasoning == "checks", task.place == "xy"),
                                 sentences(record.get("stages", {}).get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)
-    print(f"{args.model or 'embedded model'}: {args.n} clevr questions in stages, "
+    print(f"{args.records or args.model or 'embedded model'}: {args.n} clevr questions in stages, "
           f"accuracy {100 * summary['accuracy']:.1f}%")
     print("first sentence that differs from the trace's, by program node:")
     for kind, count in firsts.most_common():
