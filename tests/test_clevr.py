@@ -6,19 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clevr_data import DATA, needs_data
 from vrm import VrmError
 from vrm.tasks.clevr import FAMILIES, ClevrTask, execute
 from vrm.tasks.clevr.cli import add_clevr_commands
-from vrm.tasks.clevr.data import ENV_VAR, find_data_dir, load_data
+from vrm.tasks.clevr.data import ENV_VAR, load_data
 from vrm.tasks.clevr.explain import explain_program
 from vrm.tasks.clevr.generate import instantiate
 from vrm.tasks.clevr.scene import relationships, sample_scene
 
-try:
-    DATA = find_data_dir()
-except VrmError:
-    DATA = None
-needs_data = pytest.mark.skipif(DATA is None, reason=f"CLEVR data folder not found (set {ENV_VAR} to shared/data/clevr)")
 GOLDEN = ("clevr_questions.json", "clevr_math_questions.json")
 
 

@@ -1,20 +1,11 @@
 """The clevr diagnostics (benchmarks/captions.py, benchmarks/clevr_steps.py) read captions and reasoning right."""
 
-import pytest
-
 from bench_loader import load_benchmark
-from vrm import VrmError
+from clevr_data import needs_data
 from vrm.formats import get_format
 from vrm.formats.structured import tagged
 from vrm.tasks.clevr import ClevrTask
-from vrm.tasks.clevr.data import find_data_dir
 
-try:
-    find_data_dir()
-    HAVE_DATA = True
-except VrmError:
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="CLEVR data folder not found (shared/data/clevr)")
 captions = load_benchmark("captions")
 clevr_steps = load_benchmark("clevr_steps")
 

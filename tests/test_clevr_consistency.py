@@ -4,19 +4,12 @@ import re
 
 import pytest
 
-from vrm import VrmError
+from clevr_data import needs_data
 from vrm.formats import get_format
 from vrm.infer.scorers import get_scorer
 from vrm.tasks.clevr import ClevrTask
 from vrm.tasks.clevr.consistency import consistency
-from vrm.tasks.clevr.data import find_data_dir
 
-try:
-    find_data_dir()
-    HAVE_DATA = True
-except VrmError:
-    HAVE_DATA = False
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="CLEVR data folder not found (shared/data/clevr)")
 STAGES = get_format("stages")
 
 

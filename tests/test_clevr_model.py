@@ -7,21 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from vrm import VrmError
+from clevr_data import needs_data
 from vrm.eval.run import evaluate
 from vrm.formats.structured import tagged
 from vrm.model import load_model
 from vrm.tasks import eval_samples, get_task
 from vrm.tasks.clevr.consistency import consistency
-from vrm.tasks.clevr.data import find_data_dir
 
 CLEVR_MODEL = Path(__file__).resolve().parents[1] / "models" / "clevr"
-try:
-    find_data_dir()
-    HAVE_DATA = True
-except VrmError:
-    HAVE_DATA = False
-pytestmark = pytest.mark.skipif(not HAVE_DATA, reason="CLEVR data folder not found (shared/data/clevr)")
+pytestmark = needs_data
 
 
 @pytest.fixture(scope="module")
