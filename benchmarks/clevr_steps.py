@@ -37,13 +37,13 @@ def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=\.) ", text.strip()) if s]
 
 
-def target_sentences(sample, checks: bool, coords: bool = False) -> list[tuple[str, str]]:
+def target_sentences(sample, checks: bool, coords: bool = False, merges: bool = False) -> list[tuple[str, str]]:
     """(sentence, node kind) for every sentence of the sample's reasoning target, in order."""
     objects, program = sample.trace["scene"]["objects"], sample.trace["program"]
     outputs = [n["output"] for n in program]
     out = []
     for node in program:
-        words = node_words(node, outputs, objects, checks, coords)
+        words = node_words(node, outputs, objects, checks, coords, merges)
         if words is None:
             continue
         kind = node["type"]
@@ -95,7 +95,8 @@ def main() -> None:
                                     progress=False)
     firsts, right_but_differs = Counter(), 0
     for (_, sample), record in zip(pairs, records):
-        kind = first_difference(target_sentences(sample, task.reasoning == "checks", task.place == "xy"),
+        kind = first_difference(target_sentences(sample, task.reasoning != "listing", task.place == "xy",
+                                                   task.reasoning == "merge_checks"),
                                 sentences(record.get("stages", {}).get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)

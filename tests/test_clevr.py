@@ -338,6 +338,30 @@ def test_checks_reasoning_decides_each_candidate_by_hand():
                             "small red metal cube at y 12 no; small red rubber cylinder at y 30 no.")
 
 
+def test_merge_checks_decide_each_object_of_a_union_and_an_intersection_by_hand():
+    objs = [{"size": "large", "color": "blue", "material": "rubber", "shape": "sphere", "pixel_coords": [40, 50, 0]},
+            {"size": "small", "color": "red", "material": "metal", "shape": "cube", "pixel_coords": [10, 12, 0]},
+            {"size": "small", "color": "red", "material": "rubber", "shape": "cylinder", "pixel_coords": [30, 30, 0]}]
+    program = [{"type": "scene", "inputs": [], "output": [0, 1, 2]},
+               {"type": "filter_shape", "inputs": [0], "value_inputs": ["cube"], "output": [1]},
+               {"type": "filter_size", "inputs": [0], "value_inputs": ["large"], "output": [0]},
+               {"type": "union", "inputs": [1, 2], "output": [0, 1]},
+               {"type": "filter_color", "inputs": [0], "value_inputs": ["red"], "output": [1, 2]},
+               {"type": "intersect", "inputs": [4, 3], "output": [1]},
+               {"type": "count", "inputs": [5], "output": 1}]
+    trace = {"scene": {"objects": objs}, "program": program}
+    steps = explain_program(trace, "", "q", checks=True, merges=True).steps
+    # reading order: the red cube (y 12), the red cylinder (y 30), the blue sphere (y 50)
+    assert steps[2] == ("Checking for either: small red metal cube yes; small red rubber cylinder no; "
+                        "large blue rubber sphere yes. Either: small red metal cube, large blue rubber sphere.")
+    assert steps[4] == ("Checking for both: small red metal cube yes; small red rubber cylinder no. "
+                        "Both: small red metal cube.")
+    assert explain_program(trace, "", "q", checks=True).steps[2] == \
+        "Either: small red metal cube, large blue rubber sphere."  # plain checks: the merge in one step
+    with pytest.raises(ValueError, match="known: listing, checks, merge_checks"):
+        ClevrTask(reasoning="merges")
+
+
 @needs_data
 def test_xy_caption_places_objects_by_pixel_and_decides_every_relation():
     # Centres lie >= 0.4 units apart on both axes, so the caption's coordinates alone decide each relation.

@@ -14,7 +14,8 @@ STAGES = get_format("stages")
 
 
 @needs_data
-@pytest.mark.parametrize("params", [{}, {"reasoning": "checks"}, {"reasoning": "checks", "place": "xy"}])
+@pytest.mark.parametrize("params", [{}, {"reasoning": "checks"}, {"reasoning": "checks", "place": "xy"},
+                                    {"reasoning": "merge_checks", "place": "xy"}])
 def test_every_target_is_consistent(params):
     task = ClevrTask(**params)
     for seed in range(150):
@@ -47,6 +48,20 @@ def test_each_kind_of_slip_lowers_it():
             assert consistency(None, text) < 1.0, (kind, text)
             seen.add(kind)
     assert seen == {"decision", "coordinate", "listing", "count", "conclusion"}
+
+
+@needs_data
+def test_a_slip_in_a_merge_check_lowers_it():
+    task, seen = ClevrTask(reasoning="merge_checks", place="xy", families=("single_or", "single_and")), 0
+    for seed in range(30):
+        s = task.sample(seed)
+        target = STAGES.target(s, task)
+        for what in ("either", "both"):
+            if m := re.search(rf"(Checking for {what}: [^.]*?) (yes|no)", target):
+                flipped = target[:m.start()] + m.group(1) + (" no" if m.group(2) == "yes" else " yes") + target[m.end():]
+                assert consistency(None, flipped) < 1.0, flipped
+                seen += 1
+    assert seen >= 20
 
 
 def test_it_loads_as_a_search_scorer():

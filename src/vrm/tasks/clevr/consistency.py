@@ -11,7 +11,8 @@ built:
   attribute against the start's (``same_*``) says; its candidates are a set the answer has had
   (all objects, or a listing before it) and its coordinates are the caption's;
 - a listing keeps what the check before it said yes to (without checks: what its filter keeps of
-  all objects or of a listing before it); "Either" / "Both" unite / intersect two listings;
+  all objects or of a listing before it); "Either" / "Both" unite / intersect two listings, and a
+  check for "either" / "both" (``reasoning="merge_checks"``) decides each object by two listings;
 - "That is the X" follows a listing of X alone; "Its colour is red" reads such an X; a count
   counts a listing; an "any", a sum, a comparison and the conclusion follow from what came before.
 
@@ -105,10 +106,25 @@ class Reading:
             self.tally(Counter(candidates) + Counter([same.group(2)]) == Counter(self.objects))
             for m in marks:
                 self.tally((m.group(1).split()[slot] == start[slot]) == (m.group(3) == "yes"))
+        elif what in ("either", "both"):  # a merge: its decisions follow two earlier listings
+            self.tally(self.merges(what, candidates, set(self.pending)))
         else:  # a filter: the value is one of the name's words
             self.tally(self.is_set(candidates))
             for m in marks:
                 self.tally((what in m.group(1).split()) == (m.group(3) == "yes"))
+
+    def merges(self, what: str, candidates: list[str], kept: set[str]) -> bool:
+        """Whether some two earlier listings a, b explain a merge's check: "either" checks all objects
+        and keeps a | b; "both" checks a and keeps a & b."""
+        if Counter(candidates) != Counter(self.objects if what == "either" else candidates):
+            return False
+        for k, a in enumerate(self.sets):
+            for b in self.sets[:k] + self.sets[k + 1:]:
+                if what == "either" and kept == set(a) | set(b):
+                    return True
+                if what == "both" and Counter(candidates) == Counter(a) and kept == set(a) & set(b):
+                    return True
+        return False
 
     def is_set(self, listed: list[str]) -> bool:
         """Whether ``listed`` is, as a multiset, all objects or an earlier listing."""
@@ -116,9 +132,11 @@ class Reading:
 
     def listing(self, m: re.Match) -> None:
         value, listed = m.group(1), names(next(g for g in (m.group(2), m.group(3), m.group(4), m.group(6)) if g))
-        if m.group(5):  # Either / Both: of two earlier listings
+        if m.group(5):  # Either / Both: of two earlier listings (and of its check, with merge checks)
             pairs = [(set(a), set(b)) for k, a in enumerate(self.sets) for b in self.sets[k + 1:]]
             self.tally(any(set(listed) == (a | b if m.group(5) == "Either" else a & b) for a, b in pairs))
+            if self.pending is not None:
+                self.tally(listed == self.pending)
         elif self.pending is not None:
             self.tally(listed == self.pending)
         elif value:  # a filter without checks: what it keeps of all objects or of an earlier listing

@@ -62,15 +62,22 @@ def word(value) -> str:
     return str(value)
 
 
-def step(node: dict, outputs: list, objects: list[dict], checks: bool = False, coords: bool = False) -> str | None:
+def step(node: dict, outputs: list, objects: list[dict], checks: bool = False, coords: bool = False,
+         merges: bool = False) -> str | None:
     """One node in words (None for the scene node, which the caption already covers). With ``checks``
     a node that selects objects first checks each candidate in turn ("Checking for red: small red
     metal cube yes; large blue rubber sphere no."), then lists what it kept. With ``coords`` too, a
     relation's check names the pixel coordinate it compares (x for left/right, y for front/behind)
-    of the object it starts from and of each candidate, as a caption with ``place="xy"`` gives them."""
+    of the object it starts from and of each candidate, as a caption with ``place="xy"`` gives them.
+    With ``merges`` a union checks every object against its two listings ("Checking for either: ...")
+    and an intersection each object of its first listing against the second ("Checking for both: ..."),
+    so neither merges two lists in one step."""
     kind, out = node["type"], node["output"]
     args = [outputs[i] for i in node.get("inputs", [])]
     values = node_values(node)
+    if merges and out is not None and kind in ("union", "intersect"):
+        what, candidates = ("either", range(len(objects))) if kind == "union" else ("both", args[0])
+        return f"Checking for {what}: {checked(objects, candidates, set(out))}. {step(node, outputs, objects)}"
     if checks and out is not None and kind.startswith(("filter_", "relate", "same_")):
         plain = step(node, outputs, objects)
         axis = None
@@ -117,7 +124,7 @@ def step(node: dict, outputs: list, objects: list[dict], checks: bool = False, c
 
 
 def explain_program(trace: dict, caption: str, question: str, checks: bool = False,
-                    coords: bool = False) -> Explanation:
+                    coords: bool = False, merges: bool = False) -> Explanation:
     """The plan, the dense caption and one sentence per program step.
 
     >>> objs = [{"size": "small", "color": "red", "material": "metal", "shape": "cube"},
@@ -130,7 +137,7 @@ def explain_program(trace: dict, caption: str, question: str, checks: bool = Fal
     """
     objects = trace["scene"]["objects"]
     outputs = [node["output"] for node in trace["program"]]
-    steps = [s for node in trace["program"] if (s := step(node, outputs, objects, checks, coords))]
+    steps = [s for node in trace["program"] if (s := step(node, outputs, objects, checks, coords, merges))]
     final = trace["program"][-1]["type"] if trace["program"] else ""
     if final == "count" or final in ("subtraction", "addition"):
         plan = "I will find the objects the question names and count them."

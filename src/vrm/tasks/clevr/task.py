@@ -33,6 +33,7 @@ FAMILIES = (
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "middle", "right")
 SCENE_TRIES = 50
+REASONING = ("listing", "checks", "merge_checks")
 
 
 def position_words(x: float, y: float, canvas: int) -> str:
@@ -68,7 +69,8 @@ class ClevrTask:
         families: question families to draw from (default: all); a string is split at commas.
         reasoning: how the think/stages reasoning selects objects: ``listing`` names what a step
             keeps; ``checks`` first checks each candidate in turn, its yes/no right after its name
-            (`vrm.tasks.clevr.explain.step`; the layout that took shapes from 85 to 99%, README).
+            (`vrm.tasks.clevr.explain.step`; the layout that took shapes from 85 to 99%, README);
+            ``merge_checks`` checks too where a union or an intersection merges two listings.
         place: how the caption places an object: ``words`` (nine places: "at the top left") or ``xy``
             (its centre's pixel coordinates: "at x 12 y 40"). Sampled centres lie at least 0.4 units
             apart on both axes, so the coordinates decide every left/right and front/behind relation;
@@ -94,8 +96,8 @@ class ClevrTask:
         self.families = tuple(self.families)
         if not 1 <= self.min_objects <= self.max_objects <= 10:
             raise ValueError("need 1 <= min_objects <= max_objects <= 10")
-        if self.reasoning not in ("listing", "checks"):
-            raise ValueError(f"unknown clevr reasoning {self.reasoning!r}; known: listing, checks")
+        if self.reasoning not in REASONING:
+            raise ValueError(f"unknown clevr reasoning {self.reasoning!r}; known: {', '.join(REASONING)}")
         if self.place not in ("words", "xy"):
             raise ValueError(f"unknown clevr place {self.place!r}; known: words, xy")
         if self.canvas < 16:
@@ -173,5 +175,5 @@ class ClevrTask:
 
     def explain(self, sample: Sample) -> Explanation:
         """The plan, the dense caption and the program's steps in words."""
-        return explain_program(sample.trace, self.caption(sample), sample.question, self.reasoning == "checks",
-                               self.place == "xy")
+        return explain_program(sample.trace, self.caption(sample), sample.question, self.reasoning != "listing",
+                               self.place == "xy", self.reasoning == "merge_checks")
