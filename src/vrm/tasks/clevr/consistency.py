@@ -116,7 +116,7 @@ class Reading:
     def merges(self, what: str, candidates: list[str], kept: set[str]) -> bool:
         """Whether some two earlier listings a, b explain a merge's check: "either" checks all objects
         and keeps a | b; "both" checks a and keeps a & b."""
-        if Counter(candidates) != Counter(self.objects if what == "either" else candidates):
+        if what == "either" and Counter(candidates) != Counter(self.objects):
             return False
         for k, a in enumerate(self.sets):
             for b in self.sets[:k] + self.sets[k + 1:]:
