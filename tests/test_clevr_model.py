@@ -1,4 +1,5 @@
-"""The shipped clevr-only checkpoint (models/clevr, `recipes/clevr.yaml`'s xy_one run in fp16): it
+"""The shipped clevr-only checkpoint (models/clevr, `recipes/clevr.yaml`'s xy_one run and
+1,600 steps on from it, in fp16): it
 answers CLEVR-2D questions in stages, its captions place the objects, and the consistency reward reads
 its real answers. The embedded model never learned stages; this one did, so these tests check skill."""
 
@@ -31,15 +32,16 @@ def answered():
 def test_answers_parse_and_beat_guessing(answered):
     _, summary, records = answered
     assert all(r["parsed"] for r in records)
-    # 32 held-out questions of all families (yes/no, counts, colours, shapes, ...): 13 right when written.
-    assert summary["accuracy"] >= 0.25, [(r["question"], r["answer"], r["prediction"]) for r in records]
+    # 32 held-out questions of all families (yes/no, counts, colours, shapes, ...): 20 right when written
+    # (the first shipped model, 1,800 steps fewer: 13).
+    assert summary["accuracy"] >= 0.4, [(r["question"], r["answer"], r["prediction"]) for r in records]
 
 
 def test_captions_count_the_objects(answered):
     samples, _, records = answered
     heads = [re.match(r"(\d+) objects?:", tagged(r["output"], "CAPTION", ("REASONING",)) or "") for r in records]
     counted = [bool(m) and int(m.group(1)) == len(s.trace["scene"]["objects"]) for s, m in zip(samples, heads)]
-    assert sum(counted) >= 24, counted
+    assert sum(counted) >= 28, counted
 
 
 def test_consistency_reads_real_answers(answered):
@@ -48,5 +50,5 @@ def test_consistency_reads_real_answers(answered):
     assert all(0.0 <= x <= 1.0 for x in scores)
     consistent = [r["correct"] for r, x in zip(records, scores) if x == 1.0]
     rest = [r["correct"] for r, x in zip(records, scores) if x < 1.0]
-    # a fully consistent answer is right more often than the others (3 of 3 vs 10 of 29 when written)
+    # a fully consistent answer is right more often than the others (8 of 8 vs 12 of 24 when written)
     assert consistent and rest and sum(consistent) / len(consistent) > sum(rest) / len(rest), scores

@@ -215,6 +215,11 @@ def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
     steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11)), f"killed after step {kill_after}"
     assert len(list((killed / "checkpoints").glob("step_*"))) == 2
+    # a training checkpoint loads as a model: the run's base with that step's weights
+    model, _ = load_model(straight / "checkpoints" / "step_0000010")
+    for k, v in model.state_dict().items():
+        if k in a:
+            torch.testing.assert_close(v, a[k])
 
 
 def test_focal_loss_by_hand():

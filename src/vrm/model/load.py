@@ -25,6 +25,8 @@ def load_model(path: str | Path | None = None, dtype: torch.dtype = torch.float3
     local = Path(path)
     looks_local = local.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1
     if looks_local and not (local / "config.json").is_file():
+        if (local / "DONE").is_file() and (local.parent.parent / "base" / "config.json").is_file():
+            return load_training_checkpoint(local, dtype)
         raise VrmError(f"{path}: no model checkpoint here (config.json missing)")
     try:
         processor = AutoProcessor.from_pretrained(path)
@@ -36,6 +38,25 @@ def load_model(path: str | Path | None = None, dtype: torch.dtype = torch.float3
         raise VrmError(f"{path}: incompatible checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if getattr(model.config, "word_units_only", False):
         hold_free_units_at_zero(model)
+    model.eval()
+    return model, processor
+
+
+def load_training_checkpoint(step_dir: Path, dtype: torch.dtype = torch.float32):
+    """A training run's checkpoint (``RUN/checkpoints/step_N``, accelerate state): the run's base
+    model (``RUN/base``) with that step's weights, so a run stopped early can be evaluated or shipped."""
+    from safetensors.torch import load_file
+
+    model, processor = load_model(step_dir.parent.parent / "base", dtype)
+    weights = step_dir / "model.safetensors"
+    if not weights.is_file():
+        raise VrmError(f"{step_dir}: no model.safetensors in this training checkpoint")
+    missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight") and model.config.tie_word_embeddings}
+    if unexpected or set(missing) - tied:
+        raise VrmError(f"{step_dir}: weights do not fit the run's base model "
+                       f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    model.tie_weights()
     model.eval()
     return model, processor
 
