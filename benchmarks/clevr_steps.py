@@ -95,8 +95,7 @@ def main() -> None:
                                     progress=False)
     firsts, right_but_differs = Counter(), 0
     for (_, sample), record in zip(pairs, records):
-        kind = first_difference(target_sentences(sample, task.reasoning != "listing", task.place == "xy",
-                                                   task.reasoning == "merge_checks"),
+        kind = first_difference(target_sentences(sample, **task.layout),
                                 sentences(record.get("stages", {}).get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)

@@ -47,10 +47,10 @@ def load_training_checkpoint(step_dir: Path, dtype: torch.dtype = torch.float32)
     model (``RUN/base``) with that step's weights, so a run stopped early can be evaluated or shipped."""
     from safetensors.torch import load_file
 
-    model, processor = load_model(step_dir.parent.parent / "base", dtype)
     weights = step_dir / "model.safetensors"
     if not weights.is_file():
         raise VrmError(f"{step_dir}: no model.safetensors in this training checkpoint")
+    model, processor = load_model(step_dir.parent.parent / "base", dtype)
     missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
     tied = {k for k in missing if k.endswith("lm_head.weight") and model.config.tie_word_embeddings}
     if unexpected or set(missing) - tied:

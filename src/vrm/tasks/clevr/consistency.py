@@ -132,12 +132,10 @@ class Reading:
 
     def listing(self, m: re.Match) -> None:
         value, listed = m.group(1), names(next(g for g in (m.group(2), m.group(3), m.group(4), m.group(6)) if g))
-        if m.group(5):  # Either / Both: of two earlier listings (and of its check, with merge checks)
+        if m.group(5):  # Either / Both: of two earlier listings (value is None here)
             pairs = [(set(a), set(b)) for k, a in enumerate(self.sets) for b in self.sets[k + 1:]]
             self.tally(any(set(listed) == (a | b if m.group(5) == "Either" else a & b) for a, b in pairs))
-            if self.pending is not None:
-                self.tally(listed == self.pending)
-        elif self.pending is not None:
+        if self.pending is not None:  # what the check before it (a merge's too) said yes to
             self.tally(listed == self.pending)
         elif value:  # a filter without checks: what it keeps of all objects or of an earlier listing
             kept = [[n for n in s if value.lower() in n.split()] for s in (self.objects, *self.sets)]

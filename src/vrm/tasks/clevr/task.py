@@ -173,7 +173,12 @@ class ClevrTask:
         return [(o["pixel_coords"][0] / self.canvas, o["pixel_coords"][1] / self.canvas,
                  f"{o['size']} {o['color']} {o['material']} {o['shape']}") for o in sample.trace["scene"]["objects"]]
 
+    @property
+    def layout(self) -> dict[str, bool]:
+        """How `vrm.tasks.clevr.explain.step` words a step under this task's reasoning and place."""
+        return {"checks": self.reasoning != "listing", "coords": self.place == "xy",
+                "merges": self.reasoning == "merge_checks"}
+
     def explain(self, sample: Sample) -> Explanation:
         """The plan, the dense caption and the program's steps in words."""
-        return explain_program(sample.trace, self.caption(sample), sample.question, self.reasoning != "listing",
-                               self.place == "xy", self.reasoning == "merge_checks")
+        return explain_program(sample.trace, self.caption(sample), sample.question, **self.layout)
