@@ -204,6 +204,9 @@ def test_sigkill_mid_training_resumes_to_the_same_weights(tmp_path):
     half = killed / "checkpoints" / f"step_{newest + 2:07d}.tmp"  # what a kill during save_state leaves
     half.mkdir(exist_ok=True)
     (half / "model.safetensors").write_bytes(b"\x00" * 100)
+    stale = killed / "checkpoints" / "step_0000001"  # what a kill while deleting an old checkpoint leaves
+    stale.mkdir()
+    (stale / "optimizer.bin").write_bytes(b"\x00" * 10)
     with open(killed / "log.jsonl", "a") as f:
         f.write('{"step": 99, "lo')
     subprocess.run(_cli(killed, 10), check=True, env=env, capture_output=True)

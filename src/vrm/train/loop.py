@@ -200,8 +200,10 @@ def save_checkpoint(accelerator: Accelerator, out: Path, step: int, keep: int) -
     if accelerator.is_main_process:
         (tmp / "DONE").write_text(json.dumps({"step": step}))
         os.replace(tmp, final)
-        for old in checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        kept = set(checkpoints(out)[-keep:])
+        for old in (out / "checkpoints").glob("step_*"):  # older ones, and any a kill left half-deleted
+            if old not in kept:
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
