@@ -9,7 +9,6 @@ from tqdm.auto import tqdm
 
 from vrm import VrmError
 from vrm.formats import format_for, get_format
-from vrm.infer.generate import generate
 from vrm.infer.search import Query, run_search
 from vrm.tasks import Sample, Task
 
@@ -56,12 +55,10 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
     records: list[dict] = []
     bar = tqdm(total=total, desc="eval", unit="q", disable=not progress, leave=False)
     for batch in batches(pairs, batch_size):
-        questions = [fmt.prompt(s) for _, s in batch]
-        if search == "greedy":
-            outputs = generate(model, processor, [s.image for _, s in batch], questions, max_new_tokens=max_new_tokens)
-        else:
-            queries = [Query(s.image, q, s, task) for (task, s), q in zip(batch, questions)]
-            outputs = run_search(model, processor, queries, search, scorer, format, max_new_tokens).completions
+        # greedy too goes through vrm's decoder: the same tokens as HF generate, but finished rows leave
+        # the batch instead of waiting for its longest answer
+        queries = [Query(s.image, fmt.prompt(s), s, task) for task, s in batch]
+        outputs = run_search(model, processor, queries, search, scorer, format, max_new_tokens, batch_size).completions
         records += [answer_record(task, s, fmt, out) for (task, s), out in zip(batch, outputs)]
         bar.update(len(batch))
     bar.close()
