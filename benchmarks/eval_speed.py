@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from vrm.eval.run import batches
 from vrm.formats import get_format
 from vrm.infer.generate import generate
 from vrm.infer.search import Query, run_search
@@ -33,7 +34,7 @@ def main() -> None:
     model, processor = load_model(args.model)
     task, fmt = get_task("clevr", reasoning="checks", place="xy"), get_format(args.format)
     samples = list(eval_samples(task, n=args.n))
-    batches = [samples[i:i + 64] for i in range(0, len(samples), 64)]
+    chunks = list(batches(samples, 64))
 
     def hf(batch):
         return generate(model, processor, [s.image for s in batch], [fmt.prompt(s) for s in batch],
@@ -47,7 +48,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, answer in (("hf_generate", hf), ("vrm_greedy", vrm)):
             t0 = time.perf_counter()
-            answers[name] = [out.strip() for batch in batches for out in answer(batch)]
+            answers[name] = [out.strip() for batch in chunks for out in answer(batch)]
             seconds[name].append(time.perf_counter() - t0)
             print(f"  {name:12s} {seconds[name][-1]:7.1f}s", flush=True)
     hf_s, vrm_s = (statistics.median(seconds[k]) for k in ("hf_generate", "vrm_greedy"))
