@@ -35,7 +35,7 @@ from vrm.formats.structured import STAGES  # noqa: E402
 from vrm.infer.decode import Candidate, Stats, single_token  # noqa: E402
 from vrm.infer.generate import prompt_text, stop_ids  # noqa: E402
 from vrm.infer.scorers import Choice, Query, judge_prompt  # noqa: E402
-from vrm.infer.search import DEFAULT_TEMPERATURE, run_search  # noqa: E402
+from vrm.infer.search import DEFAULT_TEMPERATURE, get_strategy, run_search  # noqa: E402
 from vrm.model import load_model  # noqa: E402
 from vrm.tasks import eval_samples, get_task  # noqa: E402
 
@@ -103,6 +103,8 @@ def main() -> None:
                     help="which searches to run beside greedy, comma-separated")
     ap.add_argument("--include-greedy", action="store_true",
                     help="each search's first candidate is the greedy one (strategy N+greedy)")
+    ap.add_argument("--temperatures", default=str(DEFAULT_TEMPERATURE),
+                    help="what the sampled candidates sample at, comma-separated: each search runs at each")
     ap.add_argument("--scorers", default="judge,likelihood",
                     help="comma-separated: judge, likelihood, consensus; add verifier for the oracle")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's; quick 96)")
@@ -119,6 +121,8 @@ def main() -> None:
     n = args.n or (8 if q else 100)
     beams = [int(b) for b in (args.beams or "2,4").split(",")]
     scorers, kinds = args.scorers.split(","), args.strategies.split(",")
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+    at = (lambda t: "") if temperatures == [DEFAULT_TEMPERATURE] else (lambda t: f"@{t:g}")  # in the row names
     fmt = get_format(args.format)
     max_new = args.max_new_tokens or (96 if q else fmt.max_new_tokens)
 
@@ -130,11 +134,12 @@ def main() -> None:
           f"{max_new} new tokens at most, threads {args.threads}", flush=True)
 
     plus = "+greedy" if args.include_greedy else ""
-    plan = [("greedy", "-")] + [(f"{kind}:{b}{plus}", sc) for b in beams for sc in scorers
-                                for kind in kinds]
+    plan = [("greedy", "-", get_strategy("greedy"))] + [
+        (f"{kind}:{b}{plus}{at(t)}", sc, get_strategy(f"{kind}:{b}{plus}", temperature=t))
+        for b in beams for sc in scorers for kind in kinds for t in temperatures]
     rows, runs, kept = [], [], {}
-    for strategy, scorer in plan:
-        result = run_search(model, processor, queries, strategy, "likelihood" if scorer == "-" else scorer, fmt.name,
+    for strategy, scorer, search in plan:
+        result = run_search(model, processor, queries, search, "likelihood" if scorer == "-" else scorer, fmt.name,
                             max_new, args.max_rows)
         summary, records = score(fmt, pairs, result.completions)
         rows.append((strategy, scorer, summary["accuracy"], result.stats, n))
@@ -165,19 +170,20 @@ def main() -> None:
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
           " reference rows on %d question(s))" % ref_n)
     accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
-    for sc in scorers if "stage_beam" in kinds else []:
-        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{plus}", sc)] - accuracy[("greedy", "-")])
-        print(f"stage beam N={max(beams)}{plus} ({sc}) vs greedy: {gain:+.1f} points")
+    for sc, t in [(sc, t) for sc in scorers for t in temperatures] if "stage_beam" in kinds else []:
+        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{plus}{at(t)}", sc)] - accuracy[("greedy", "-")])
+        print(f"stage beam N={max(beams)}{plus}{at(t)} ({sc}) vs greedy: {gain:+.1f} points")
     per_q = {(s, sc): st.seconds / m for s, sc, _, st, m in rows}
     for b in beams:
-        ours, ref = per_q.get((f"stage_beam:{b}{plus}", "judge")), per_q.get((f"reference:{b}", "judge"))
+        ours = per_q.get((f"stage_beam:{b}{plus}{at(temperatures[0])}", "judge"))
+        ref = per_q.get((f"reference:{b}", "judge"))
         if ours and ref:
             print(f"stage beam vs reference (N={b}, judge): {ref / ours:.1f}x faster")
 
     if args.report:
         from vrm.eval.report import write_report
 
-        key = (f"stage_beam:{max(beams)}{plus}", scorers[0])
+        key = (f"stage_beam:{max(beams)}{plus}{at(temperatures[0])}", scorers[0])
         summary, records = kept.get(key, kept[("greedy", "-")])
         path = write_report(Path(args.report) / "search.html", summary, records, {s.id: s.image for _, s in pairs},
                             f"vrm search benchmark: {key[0]} {key[1]} (gallery), all runs in the plot", runs=runs)

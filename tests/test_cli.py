@@ -102,6 +102,8 @@ def test_train_overrides_may_follow_options(capsys, tmp_path):
     # eval reads key=value as task parameters, and names the ones the task does not take
     code, _, err = run(capsys, "eval", "--task", "shapes", "--quiet", "steps=1")
     assert code == 2 and "no parameter(s) ['steps']" in err
+    code, _, err = run(capsys, "eval", "--task", "shapes", "--quiet", "--search", "best_of:2", "--temperature", "0")
+    assert code == 2 and "temperature 0.0: it must be a number > 0" in err
     with pytest.raises(SystemExit) as stop:  # other commands take no overrides: argparse's own error
         main(["serve", "--port", "1", "steps=1"])
     assert stop.value.code == 2 and "unrecognized arguments: steps=1" in capsys.readouterr().err
@@ -111,14 +113,14 @@ def test_train_overrides_may_follow_options(capsys, tmp_path):
 def test_eval_reports_build_an_accuracy_vs_compute_plot(tmp_path, capsys):
     """Two evaluations into one report folder (greedy, then best-of-2) plot against each other."""
     report = tmp_path / "rep"
-    for extra in ([], ["--search", "best_of:2", "--scorer", "likelihood"]):
+    for extra in ([], ["--search", "best_of:2", "--scorer", "likelihood", "--temperature", "0.3"]):
         code, _, err = run(capsys, "eval", "--task", "shapes", "--n", "16", "--format", "direct", "--quiet",
                            "--report", str(report), *extra)
         assert code == 0, err
     runs = [json.loads(line) for line in (report / "runs.jsonl").read_text().splitlines()]
-    assert [r["name"] for r in runs] == ["direct", "direct best_of:2 likelihood"] and all(r["n"] == 16 for r in runs)
+    assert [r["name"] for r in runs] == ["direct", "direct best_of:2 likelihood T=0.3"] and all(r["n"] == 16 for r in runs)
     assert (report / "report-compute.png").is_file() and (report / "report-families.png").is_file()
-    assert "direct best_of:2 likelihood" in (report / "report.html").read_text()
+    assert "direct best_of:2 likelihood T=0.3" in (report / "report.html").read_text()
 
 
 @needs_model

@@ -79,6 +79,17 @@ def test_greedy_first_candidate_is_the_greedy_completion(loaded, clevr):
     assert rows[0].text.strip() == greedy[0] and rows[1].ids != rows[2].ids
 
 
+def test_the_temperature_sets_how_far_sampled_candidates_stray(loaded, clevr):
+    """Candidates sampled near temperature 0 are the greedy completion; at 5 they differ from it."""
+    model, processor = loaded
+    qs = queries(clevr, "direct")
+    greedy = run_search(model, processor, qs, "greedy", format="direct", max_new_tokens=24).completions
+    cold, hot = (run_search(model, processor, qs, get_strategy("best_of:2", temperature=t), PickFirst(), "direct",
+                            24).completions for t in (1e-4, 5.0))
+    assert cold == greedy and hot != greedy
+    assert get_strategy("stage_beam:4+greedy", temperature=0.3).temperature == 0.3
+
+
 class Recorder:
     """A stub scorer that picks the last candidate and remembers every choice it saw."""
 
@@ -216,6 +227,7 @@ def test_reward_scorers_resolve(tmp_path, monkeypatch):
     (lambda: get_strategy("beam:4"), "unknown search strategy 'beam:4'; known strategies: greedy"),
     (lambda: get_strategy("stage_beam"), "give the number of candidates, e.g. stage_beam:4"),
     (lambda: get_strategy("sample:hot"), "temperature must be a number > 0"),
+    (lambda: get_strategy("stage_beam:4", temperature=0), "temperature 0: it must be a number > 0"),
     (lambda: get_strategy("stage_beam:4+best"), "the first candidate greedy, the rest sampled"),
     (lambda: get_scorer("oracle"), "unknown scorer 'oracle'; known scorers: judge, likelihood"),
     (lambda: get_scorer("reward"), "needs a function: reward:pkg.module:function"),

@@ -22,7 +22,6 @@ def _threads(n: int = 2) -> None:
 
 def cmd_demo(args) -> None:
     """Questions from every registered task, answered by the model; a table and an HTML report."""
-    from vrm.config import parse_overrides
     from vrm.eval.report import write_report
     from vrm.eval.run import evaluate_per_task, format_table
     from vrm.model import load_model
@@ -96,7 +95,9 @@ def cmd_eval(args) -> None:
     from vrm.tasks import JsonlTask, count_samples, eval_samples, get_task
 
     _threads()
-    get_strategy(args.search), get_scorer(args.scorer)  # a bad name fails before the model loads
+    temperature = {} if args.temperature is None else {"temperature": args.temperature}
+    strategy = get_strategy(args.search, **temperature)  # a bad name fails before the model loads
+    get_scorer(args.scorer)
     if args.format:
         get_format(args.format)
     if bool(args.task) == bool(args.data):
@@ -118,7 +119,7 @@ def cmd_eval(args) -> None:
     started = time.perf_counter()
     summary, records = evaluate(model, processor, ((task, s) for s in samples), args.format,
                                 batch_size=args.batch_size, progress=not args.quiet, total=total,
-                                search=args.search, scorer=args.scorer, image_tokenizer=image_tokenizer,
+                                search=strategy, scorer=args.scorer, image_tokenizer=image_tokenizer,
                                 thoughts=thoughts, max_new_tokens=args.max_new_tokens)
     print(format_table(summary, f"{args.task or args.data} ({args.format})"))
     if "visual" in summary:
@@ -130,7 +131,8 @@ def cmd_eval(args) -> None:
         write_atomic(args.records, "".join(json.dumps(r) + "\n" for r in records))
     if args.report:
         runs = record_run(Path(args.report) / "runs.jsonl", {
-            "name": args.format if args.search == "greedy" else f"{args.format} {args.search} {args.scorer}",
+            "name": args.format if args.search == "greedy" else
+            f"{args.format} {args.search} {args.scorer}" + (f" T={args.temperature}" if temperature else ""),
             "accuracy": summary["accuracy"], "seconds": time.perf_counter() - started, "n": summary["n"],
             "model": args.model or "embedded", "data": args.task or args.data})
         path = write_report(Path(args.report) / "report.html", summary, records, {s.id: s.image for s in samples},
@@ -249,6 +251,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--scorer", default="likelihood",
                    help="how search picks a candidate: likelihood, judge, consensus, reward:pkg.module:function, "
                         "verifier (oracle)")
+    e.add_argument("--temperature", type=float,
+                   help="what --search's sampled candidates sample at (default 0.7; sample:T names its own)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--max-new-tokens", type=int, help="answer budget (default: the format's)")
     e.add_argument("--json", help="write the summary here")

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from vrm import VrmError
 from vrm.formats import format_for, get_format
-from vrm.infer.search import Query, run_search
+from vrm.infer.search import Query, get_strategy, run_search
 from vrm.tasks import Sample, Task
 
 
@@ -34,10 +34,10 @@ def summarize(records: list[dict]) -> dict:
 
 def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str = "direct",
              batch_size: int = 64, max_new_tokens: int | None = None, progress: bool = True,
-             total: int | None = None, search: str = "greedy", scorer: str = "likelihood",
+             total: int | None = None, search="greedy", scorer: str = "likelihood",
              image_tokenizer=None, thoughts: dict | None = None) -> tuple[dict, list[dict]]:
-    """Answer every sample (greedily, or with a `vrm.infer.search` strategy and scorer); returns
-    (summary, per-sample records).
+    """Answer every sample (greedily, or with a `vrm.infer.search` strategy, by name or object, and a
+    scorer); returns (summary, per-sample records).
 
     The ``visual`` format answers with visual thoughts (`vrm.eval.visual`): it needs the model's
     ``image_tokenizer``, and fills ``thoughts`` (sample id -> drawn images) when given one."""
@@ -45,7 +45,7 @@ def evaluate(model, processor, pairs: Iterable[tuple[Task, Sample]], format: str
     if fmt.name == "visual":
         from vrm.eval.visual import evaluate_visual
 
-        if search != "greedy":
+        if get_strategy(search).name != "greedy":
             raise VrmError("search strategies work on text formats; the visual format decodes greedily")
         if image_tokenizer is None:
             raise VrmError("the visual format needs the model's image tokenizer")

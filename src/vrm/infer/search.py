@@ -226,9 +226,12 @@ STRATEGIES = ("greedy", "sample[:T]", "best_of:N", "sentence_beam:N", "stage_bea
 
 
 def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0):
-    """A strategy by name: ``greedy``, ``sample`` / ``sample:T``, ``best_of:N``, ``sentence_beam:N``, ``stage_beam:N``."""
+    """A strategy by name: ``greedy``, ``sample`` / ``sample:T``, ``best_of:N``, ``sentence_beam:N``, ``stage_beam:N``;
+    ``temperature`` is what the sampled ones sample at (``sample:T`` names its own)."""
     if hasattr(spec, "run"):
         return spec
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise VrmError(f"temperature {temperature!r}: it must be a number > 0 (0.7 by default; greedy takes none)")
     name, _, arg = str(spec).partition(":")
     beams = {"best_of": BestOf, "sentence_beam": SentenceBeam, "stage_beam": StageBeam}
     if name == "greedy" and not arg:
