@@ -6,7 +6,9 @@ Each program node of a clevr sample is one or two sentences of the `stages` targ
 counted by the kind of program node it belongs to (``filter_shape``, ``relate:left``, ...).
 "(order only)" marks a listing with the right objects in another order. A step can also differ
 because the model took a union's branches in the other order, so these are the first *differences*,
-an upper bound on the first errors.
+an upper bound on the first errors. (A coordinate restated a pixel off counts as a difference too.)
+It then splits the wrong answers by their caption: right (every object, placed within
+`captions.TOLERANCE` pixels), so the reasoning went wrong, or not, so the model misread the scene.
 
     python benchmarks/clevr_steps.py --model runs/clevr/reason/final --n 1000
     python benchmarks/clevr_steps.py --model runs/clevr/checks/final reasoning=checks
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -30,6 +34,9 @@ from vrm.model import load_model
 from vrm.tasks import eval_samples, get_task
 from vrm.tasks.clevr.executor import node_values
 from vrm.tasks.clevr.explain import step as node_words
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from captions import TOLERANCE, compare  # noqa: E402  (benchmarks/captions.py: a caption against the truth)
 
 
 def sentences(text: str) -> list[str]:
@@ -66,6 +73,12 @@ def first_difference(truth: list[tuple[str, str]], got: list[str]) -> str | None
     return "extra sentences" if len(got) > len(truth) else None
 
 
+def caption_right(truth: str, caption: str) -> bool:
+    """Whether a caption names every object right (its place within `TOLERANCE` pixels) and no other."""
+    c = compare(truth, caption, 4)
+    return bool(c["count_right"]) and c["whole_right"] == c["objects"] == caption.count("; ") + 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="checkpoint folder (default: the embedded model)")
@@ -93,18 +106,23 @@ def main() -> None:
         model, processor = load_model(args.model)
         summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=args.max_new_tokens,
                                     progress=False)
-    firsts, right_but_differs = Counter(), 0
+    firsts, right_but_differs, wrong, seen = Counter(), 0, 0, 0
     for (_, sample), record in zip(pairs, records):
         kind = first_difference(target_sentences(sample, **task.layout),
                                 sentences(record.get("stages", {}).get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)
+        if record["correct"] < 1:
+            wrong += 1
+            seen += caption_right(task.caption(sample), record.get("stages", {}).get("CAPTION", ""))
     print(f"{args.records or args.model or 'embedded model'}: {args.n} clevr questions in stages, "
           f"accuracy {100 * summary['accuracy']:.1f}%")
     print("first sentence that differs from the trace's, by program node:")
     for kind, count in firsts.most_common():
         print(f"  {kind:36s} {count:5d}")
     print(f"answers right although the reasoning differs somewhere: {right_but_differs}")
+    print(f"wrong answers: {wrong}; with the caption right (every object, its place within {TOLERANCE} px), so "
+          f"the reasoning went wrong: {seen}; with an object misread, missed or misplaced: {wrong - seen}")
 
 
 if __name__ == "__main__":

@@ -51,3 +51,14 @@ def test_clevr_steps_reads_the_targets_reasoning_sentence_by_sentence():
             got = [sentence for sentence, _ in truth]
             got[relation] = got[relation].replace(" at ", " at 1", 1)
             assert clevr_steps.first_difference(truth, got) == truth[relation][1]
+
+
+def test_clevr_steps_tells_a_right_caption_from_a_misread_one():
+    truth = "2 objects: a small red metal cube at x 10 y 5; a large blue rubber sphere at x 30 y 20."
+    assert clevr_steps.caption_right(truth, truth)
+    assert clevr_steps.caption_right(truth, truth.replace("x 30 y 20", "x 32 y 19"))  # within 2 px
+    assert not clevr_steps.caption_right(truth, truth.replace("x 30 y 20", "x 33 y 20"))
+    assert not clevr_steps.caption_right(truth, truth.replace("blue", "green"))
+    assert not clevr_steps.caption_right(truth, truth.replace("2 objects", "3 objects").replace(
+        "20.", "20; a small gray metal cylinder at x 50 y 40."))
+    assert not clevr_steps.caption_right(truth, "")
