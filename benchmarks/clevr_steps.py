@@ -108,13 +108,13 @@ def main() -> None:
                                     progress=False)
     firsts, right_but_differs, wrong, seen = Counter(), 0, 0, 0
     for (_, sample), record in zip(pairs, records):
-        kind = first_difference(target_sentences(sample, **task.layout),
-                                sentences(record.get("stages", {}).get("REASONING", "")))
+        stages = record.get("stages", {})
+        kind = first_difference(target_sentences(sample, **task.layout), sentences(stages.get("REASONING", "")))
         firsts[kind or "none (reasoning as the trace's)"] += 1
         right_but_differs += int(kind is not None and record["correct"] >= 1)
         if record["correct"] < 1:
             wrong += 1
-            seen += caption_right(task.caption(sample), record.get("stages", {}).get("CAPTION", ""))
+            seen += caption_right(task.caption(sample), stages.get("CAPTION", ""))
     print(f"{args.records or args.model or 'embedded model'}: {args.n} clevr questions in stages, "
           f"accuracy {100 * summary['accuracy']:.1f}%")
     print("first sentence that differs from the trace's, by program node:")

@@ -1,5 +1,5 @@
 """Greedy answers two ways on the same questions: HF `generate` (what `vrm eval` used before) and vrm's
-own decoder (`vrm.infer.search` greedy, what `vrm eval` uses now), which drops finished answers from
+own decoder (`vrm.infer.search` greedy, through `vrm.eval.run.evaluate` as `vrm eval` runs it), which drops finished answers from
 the batch instead of running every row until the longest one ends. Prints the time of each (median of
 the rounds, run alternately) and how many answers are identical.
 
@@ -14,10 +14,9 @@ import time
 
 import torch
 
-from vrm.eval.run import batches
+from vrm.eval.run import batches, evaluate
 from vrm.formats import get_format
 from vrm.infer.generate import generate
-from vrm.infer.search import Query, run_search
 from vrm.model import load_model
 from vrm.tasks import eval_samples, get_task
 
@@ -40,9 +39,9 @@ def main() -> None:
         return generate(model, processor, [s.image for s in batch], [fmt.prompt(s) for s in batch],
                         max_new_tokens=fmt.max_new_tokens)
 
-    def vrm(batch):
-        queries = [Query(s.image, fmt.prompt(s), s, task) for s in batch]
-        return run_search(model, processor, queries, "greedy", format=fmt.name).completions
+    def vrm(batch):  # what `vrm eval` runs
+        return [r["output"] for r in evaluate(model, processor, [(task, s) for s in batch], fmt.name,
+                                              progress=False)[1]]
 
     seconds, answers = {"hf_generate": [], "vrm_greedy": []}, {}
     for _ in range(args.rounds):
