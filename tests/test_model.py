@@ -70,3 +70,19 @@ def test_generation_never_writes_the_image_placeholder():
     done = generate_completions(model, processor, [sample.image], [sample.question], max_new_tokens=3,
                                 logits_processor=prefer)[0]
     assert done.completion_tokens >= 1 and "<image>" not in done.text
+
+
+def test_saving_a_levit_model_again_writes_the_same_config(tmp_path):
+    """transformers' LevitEncoder appends a [""] to its config's down_ops at each build; save_model
+    drops them, so a load-and-save round trip writes the config it read, and builds the same tower."""
+    import json
+
+    from vrm.model import load_model, save_model
+
+    model, processor = load_model()
+    first = save_model(model, processor, tmp_path / "first")
+    again, processor = load_model(first)
+    second = save_model(again, processor, tmp_path / "second")
+    ops = [json.loads((d / "config.json").read_text())["vision_config"]["down_ops"] for d in (first, second)]
+    assert ops[0] == ops[1] and [""] not in ops[0], ops
+    assert [n for n, _ in again.named_parameters()] == [n for n, _ in model.named_parameters()]

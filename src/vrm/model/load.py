@@ -61,6 +61,15 @@ def load_training_checkpoint(step_dir: Path, dtype: torch.dtype = torch.float32)
     return model, processor
 
 
+def drop_levit_stage_ends(config) -> None:
+    """transformers' LevitEncoder appends ``[""]`` (the last stage's "no subsampling") to its config's
+    ``down_ops`` each time it builds a model, so every load-and-save wrote one more: drop them before a
+    save (the next build appends its own; nothing reads ``down_ops`` after building)."""
+    vision = getattr(config, "vision_config", None)
+    if getattr(vision, "model_type", None) == "levit":
+        vision.down_ops = [op for op in vision.down_ops if op != [""]]
+
+
 def save_model(model, processor, out_dir: str | Path, extras: dict | None = None) -> Path:
     """Save a standard HF checkpoint atomically: write beside, then swap folders.
 
@@ -69,6 +78,7 @@ def save_model(model, processor, out_dir: str | Path, extras: dict | None = None
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    drop_levit_stage_ends(model.config)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     for name, extra in (extras or {}).items():
