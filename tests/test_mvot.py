@@ -12,7 +12,7 @@ from vrm import VrmError
 from vrm.config import load_config
 from vrm.eval.visual import thought_checks, visual_summary
 from vrm.formats import get_format
-from vrm.formats.visual import (PLAN, PLAN_SLOTS, image_text, plan_text, read_images, step_examples, step_lines,
+from vrm.formats.visual import (PLAN, PLAN_SLOTS, plan_text, read_images, step_examples, step_lines,
                                 without_plan)
 from vrm.infer.interleaved import ImageSpanConstraint, generate_visual
 from vrm.model.image_codes import code_ids, load_checkpoint_image_tokenizer, marker_ids
