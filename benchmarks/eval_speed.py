@@ -1,7 +1,7 @@
 """Greedy answers two ways on the same questions: HF `generate` (what `vrm eval` used before) and vrm's
 own decoder (`vrm.infer.search` greedy, through `vrm.eval.run.evaluate` as `vrm eval` runs it), which
-drops finished answers from the batch instead of running every row until the longest one ends. Prints the time of each (median of
-the rounds, run alternately) and how many answers are identical.
+drops finished answers from the batch instead of running every row until the longest one ends. Prints
+the time of each (median of the rounds, run alternately) and how many answers are identical.
 
     python benchmarks/eval_speed.py --model models/clevr --n 64 --rounds 2
 """
