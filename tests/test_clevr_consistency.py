@@ -29,7 +29,7 @@ def slips(target: str) -> dict[str, str]:
     if m := re.search(r"(Checking for [a-z]+: [^.]*?) yes", target):  # a filter's decision flipped
         out["decision"] = target[:m.start()] + m.group(1) + " no" + target[m.end():]
     if m := re.search(r"at x (\d+) (yes|no)", target):  # a coordinate misread in a relation's check
-        out["coordinate"] = target[:m.start()] + f"at x {int(m.group(1)) + 1} " + target[m.end() - 3:].lstrip()
+        out["coordinate"] = target[:m.start()] + f"at x {int(m.group(1)) + 2} " + target[m.end() - 3:].lstrip()
     if m := re.search(r"(ones: )([^.,]+), ", target):  # an object dropped from a listing
         out["listing"] = target[:m.start()] + m.group(1) + target[m.end():]
     if m := re.search(r"Count: (\d+)\.", target):
@@ -48,6 +48,27 @@ def test_each_kind_of_slip_lowers_it():
             assert consistency(None, text) < 1.0, (kind, text)
             seen.add(kind)
     assert seen == {"decision", "coordinate", "listing", "count", "conclusion"}
+
+
+@needs_data
+def test_a_coordinate_one_pixel_off_holds_and_two_do_not():
+    task, seen = ClevrTask(reasoning="checks", place="xy", families=("one_hop", "two_hop")), 0
+    for seed in range(40):
+        target = STAGES.target(s := task.sample(seed), task)
+        start = re.search(r"Checking for things (left|right) of the [a-z ]+ at x (\d+): ", target)
+        m = start and re.search(r"at x (\d+) (yes|no)", target[start.end():])
+        if not m:
+            continue
+        a, b = int(start.group(2)), int(m.group(1))
+        if abs(b - a) < 4:  # a nudge could cross the start's coordinate and flip the decision too
+            continue
+        away = 1 if b > a else -1  # moved away from the start: the decision stays right
+        at = start.end() + m.start(1)
+        nudged = [target[:at] + str(b + d * away) + target[at + len(m.group(1)):] for d in (1, 2)]
+        assert consistency(None, nudged[0]) == 1.0, (s.family, nudged[0])
+        assert consistency(None, nudged[1]) < 1.0, (s.family, nudged[1])
+        seen += 1
+    assert seen >= 10
 
 
 @needs_data
