@@ -15,6 +15,7 @@ from vrm.formats import get_format
 from vrm.formats.structured import STAGES, StagesFormat
 from vrm.infer.decode import Candidate, Stats, decode, prefill, single_token
 from vrm.infer.generate import generate_completions, prompt_text, stop_ids
+from vrm.infer.lookahead import LookaheadScorer
 from vrm.infer.scorers import (Choice, ConsensusScorer, JudgeScorer, LikelihoodScorer, Query, RewardScorer, VerifierScorer,
                                get_scorer, judge_prompt, knockout, token_f1)
 from vrm.infer.search import StageBeam, get_strategy, run_search
@@ -231,6 +232,8 @@ def test_reward_scorers_resolve(tmp_path, monkeypatch):
     (lambda: get_strategy("stage_beam:4+best"), "the first candidate greedy, the rest sampled"),
     (lambda: get_scorer("oracle"), "unknown scorer 'oracle'; known scorers: judge, likelihood"),
     (lambda: get_scorer("reward"), "needs a function: reward:pkg.module:function"),
+    (lambda: get_scorer("lookahead"), "needs a scorer to score the completed answers: lookahead:<scorer>"),
+    (lambda: get_scorer("lookahead:judge"), "lookahead needs a scorer that scores each candidate"),
     (lambda: get_scorer("reward:no_such_module_xyz:f"), "cannot import no_such_module_xyz"),
     (lambda: get_scorer("reward:math:no_such_fn"), "math has no function 'no_such_fn'"),
     (lambda: run_search(None, None, [], "stage_beam:2", format="direct"), "use format 'stages'"),
@@ -238,6 +241,40 @@ def test_reward_scorers_resolve(tmp_path, monkeypatch):
 def test_unknown_names_raise_clear_errors(make, message):
     with pytest.raises(VrmError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make()
+
+
+def test_lookahead_scores_each_candidate_completed_greedily(loaded, clevr):
+    """An unfinished stage's candidates are each continued greedily to the end of the answer and the
+    inner reward scores those whole answers; a conclusion's candidates are scored as they are."""
+    model, processor = loaded
+    q = queries(clevr)[0]
+    seen = []
+
+    def reward(sample, completion):  # prefers the whole answer with the most objects named
+        seen.append(completion)
+        return completion.count(" at x ") - len(completion) / 1e6
+
+    texts = ["1 object: a small red metal cube at x 5 y 5.", "2 objects: a small red metal cube at x 5 y 5; "
+             "a large blue rubber sphere at x 40 y 40."]
+    head = "<SUMMARY>I count the objects.</SUMMARY><CAPTION>"
+    caption = Choice(q, "CAPTION", head, [Candidate([], [], None, t) for t in texts], "</CAPTION>", "stages")
+    stats = Stats()
+    assert get_scorer("lookahead:likelihood").name == "lookahead:likelihood"
+    scorer = LookaheadScorer(RewardScorer(reward), max_new_tokens=40)
+    pick = scorer.pick(model, processor, [caption], stats)
+    by_hand = []
+    for i in range(2):  # the greedy continuation of the answer with candidate i in it, from a fresh prefix
+        prefix = prefill(model, processor, [q.image], [q.prompt], [caption.completion(i)])
+        used = max(len(processor.tokenizer.encode(caption.completion(j), add_special_tokens=False)) for j in range(2))
+        by_hand.append(caption.completion(i) + decode(model, processor, prefix, 40 - used)[0].text)
+    assert seen == by_hand and all(len(w) > len(caption.completion(i)) for i, w in enumerate(seen))
+    assert pick == [max(range(2), key=lambda i: reward(None, by_hand[i]))] and stats.images == 2
+    seen.clear()
+    final = Choice(q, "CONCLUSION", head + "x</CAPTION><CONCLUSION>", [Candidate([], [], None, t) for t in ("1", "2")],
+                   "</CONCLUSION>", "stages")
+    stats = Stats()
+    scorer.pick(model, processor, [final], stats)
+    assert seen == [final.completion(0), final.completion(1)] and stats.images == 0 and stats.tokens == 0
 
 
 def test_verifier_prefers_the_true_stage(clevr):

@@ -15,6 +15,8 @@ candidates of one question at one step) the index of the winner. By name (`get_s
   by its parsed answer, so over whole answers it is self-consistency's majority vote, Wang et al. 2022).
 - ``verifier``: an oracle for research, never a default: scores a candidate against the sample's
   ground truth (token-overlap F1 with the true stage, exact answer match for the conclusion).
+- ``lookahead:<scorer>``: each unfinished candidate completed greedily to the end of the answer,
+  the inner scorer's pick among those (`vrm.infer.lookahead`).
 """
 
 from __future__ import annotations
@@ -353,7 +355,7 @@ def load_function(spec: str) -> Callable:
     return fn
 
 
-SCORERS = ("judge", "likelihood", "consensus", "reward:<pkg.module:function>", "verifier")
+SCORERS = ("judge", "likelihood", "consensus", "reward:<pkg.module:function>", "verifier", "lookahead:<scorer>")
 
 
 def get_scorer(spec: str | Callable | Scorer) -> Scorer:
@@ -371,6 +373,12 @@ def get_scorer(spec: str | Callable | Scorer) -> Scorer:
         return ConsensusScorer()
     if name == "verifier" and not arg:
         return VerifierScorer()
+    if name == "lookahead":
+        from vrm.infer.lookahead import LookaheadScorer  # it builds on this module's scorers
+
+        if not arg:
+            raise VrmError("the lookahead scorer needs a scorer to score the completed answers: lookahead:<scorer>")
+        return LookaheadScorer(get_scorer(arg))
     if name == "reward":
         if not arg:
             raise VrmError("the reward scorer needs a function: reward:pkg.module:function")
