@@ -2,7 +2,7 @@
 
 A reward written for whole answers cannot tell two captions apart (`vrm.tasks.clevr.consistency`
 checks the steps against the caption, and a caption alone has no steps), so a stage beam with it
-keeps the greedy caption and searches only the steps after it. ``lookahead:<scorer>`` completes
+keeps the first caption (the greedy one with ``+greedy``) and searches only the steps after it. ``lookahead:<scorer>`` completes
 each candidate greedily to the end of the answer (one batch for all candidates of all questions:
 the image, the prompt and the answer so far with the candidate encoded in one forward, then
 decoded) and lets the inner scorer score that completed answer, the way tree searches estimate
