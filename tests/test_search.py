@@ -263,9 +263,9 @@ def test_lookahead_scores_each_candidate_completed_greedily(loaded, clevr):
     scorer = LookaheadScorer(RewardScorer(reward), max_new_tokens=40)
     pick = scorer.pick(model, processor, [caption], stats)
     by_hand = []
+    used = max(len(processor.tokenizer.encode(caption.completion(j), add_special_tokens=False)) for j in range(2))
     for i in range(2):  # the greedy continuation of the answer with candidate i in it, from a fresh prefix
         prefix = prefill(model, processor, [q.image], [q.prompt], [caption.completion(i)])
-        used = max(len(processor.tokenizer.encode(caption.completion(j), add_special_tokens=False)) for j in range(2))
         by_hand.append(caption.completion(i) + decode(model, processor, prefix, 40 - used)[0].text)
     assert seen == by_hand and all(len(w) > len(caption.completion(i)) for i, w in enumerate(seen))
     assert pick == [max(range(2), key=lambda i: reward(None, by_hand[i]))] and stats.images == 2

@@ -2,8 +2,9 @@
 
 A reward written for whole answers cannot tell two captions apart (`vrm.tasks.clevr.consistency`
 checks the steps against the caption, and a caption alone has no steps), so a stage beam with it
-keeps the first caption (the greedy one with ``+greedy``) and searches only the steps after it. ``lookahead:<scorer>`` completes
-each candidate greedily to the end of the answer (one batch for all candidates of all questions:
+keeps the first caption (the greedy one with ``+greedy``) and searches only the steps after it.
+``lookahead:<scorer>`` completes each candidate greedily to the end of the answer (one batch for
+all candidates of all questions:
 the image, the prompt and the answer so far with the candidate encoded in one forward, then
 decoded) and lets the inner scorer score that completed answer, the way tree searches estimate
 a partial solution by a rollout (e.g. Math-Shepherd's completions of each step, Wang et al. 2024).
@@ -39,9 +40,9 @@ class LookaheadScorer:
         self.inner, self.max_new_tokens = inner, max_new_tokens
         self.name = f"lookahead:{inner.name}"
 
-    def rollouts(self, model, processor, choices: Sequence[Choice], stats: Stats) -> list[list[Choice]]:
-        """Per choice, per candidate: a one-candidate choice holding the whole answer (the answer so
-        far, the candidate, and its greedy continuation)."""
+    def rollouts(self, model, processor, choices: Sequence[Choice], stats: Stats) -> list[Choice]:
+        """Per choice, a choice of whole answers: candidate i becomes the answer so far, the candidate,
+        and its greedy continuation."""
         rows = [(k, i) for k, c in enumerate(choices) if not finished(c) for i in range(len(c.candidates))]
         texts = [choices[k].completion(i) for k, i in rows]
         tail: dict[tuple[int, int], Candidate] = {}
@@ -59,14 +60,9 @@ class LookaheadScorer:
                 rest = tail.get((k, i))
                 text = c.completion(i) + (rest.text if rest else "")
                 ids, lps = cand.ids + (rest.ids if rest else []), cand.logprobs + (rest.logprobs if rest else [])
-                whole.append(Choice(c.query, "answer", "", [Candidate(ids, lps, rest.stop if rest else cand.stop, text)],
-                                    format=c.format))
-            out.append(whole)
+                whole.append(Candidate(ids, lps, rest.stop if rest else cand.stop, text))
+            out.append(Choice(c.query, "answer", "", whole, format=c.format))
         return out
 
     def pick(self, model, processor, choices: Sequence[Choice], stats: Stats) -> list[int]:
-        picks = []
-        for whole in self.rollouts(model, processor, choices, stats):
-            scores = [self.inner.score(w, 0) for w in whole]
-            picks.append(max(range(len(scores)), key=scores.__getitem__))
-        return picks
+        return self.inner.pick(model, processor, self.rollouts(model, processor, choices, stats), stats)
