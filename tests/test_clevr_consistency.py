@@ -103,3 +103,47 @@ def test_the_benchmark_splits_accuracy_by_consistency():
         records.append({"family": s.family, "output": slips(target)["conclusion"], "correct": 0.0})
     c = load_benchmark("consistency").tally(records)["all"]
     assert (c["answers"], c["right"], c["consistent"], c["right_consistent"]) == (8, 4, 4, 4)
+
+
+SCENE = ("<CAPTION>3 objects: a large red rubber sphere at x 10 y 10; a small blue metal cube at x 30 y 30; "
+         "a large green rubber cylinder at x 50 y 50.</CAPTION>")
+
+
+def answer(reasoning: str, conclusion: str) -> str:
+    return f"{SCENE}<REASONING>{reasoning}</REASONING><CONCLUSION>{conclusion}</CONCLUSION>"
+
+
+def test_a_merge_reads_two_listings_no_step_has_read():
+    found = ("Checking for large: large red rubber sphere yes; small blue metal cube no; large green rubber cylinder "
+             "yes. Large ones: large red rubber sphere, large green rubber cylinder. Checking for sphere: large red "
+             "rubber sphere yes; large green rubber cylinder no. Sphere ones: large red rubber sphere. That is the "
+             "large red rubber sphere. Checking for things in front of the large red rubber sphere at y 10: small "
+             "blue metal cube at y 30 yes; large green rubber cylinder at y 50 yes. Things in front of it: small blue "
+             "metal cube, large green rubber cylinder. Checking for rubber: large red rubber sphere yes; small blue "
+             "metal cube no; large green rubber cylinder yes. Rubber ones: large red rubber sphere, large green "
+             "rubber cylinder. ")
+    assert consistency(None, answer(found + "Both: large green rubber cylinder. Count: 1.", "1")) == 1.0
+    # large & sphere is the sphere too, but both were read already (by the sphere check and "That is"):
+    # 26 statements: caption 1, checks 4 + 3 + 6 (the relation's set, 3 coordinates, 2 decisions) + 4,
+    # listings 4, "That is" 1, both, count, conclusion
+    slip = answer(found + "Both: large red rubber sphere. Count: 1.", "1")
+    assert consistency(None, slip) == pytest.approx(25 / 26)
+
+
+def test_a_query_reads_the_object_found_for_it():
+    found = ("Checking for sphere: large red rubber sphere yes; small blue metal cube no; large green rubber cylinder "
+             "no. Sphere ones: large red rubber sphere. That is the large red rubber sphere. Checking for cube: large "
+             "red rubber sphere no; small blue metal cube yes; large green rubber cylinder no. Cube ones: small blue "
+             "metal cube. That is the small blue metal cube. ")
+    assert consistency(None, answer(found + "Its colour is red. Its colour is blue. Are they equal? no.", "no")) == 1.0
+    # the sphere said to be blue, like the cube: the first query reads the sphere, found first
+    slip = answer(found + "Its colour is blue. Its colour is blue. Are they equal? yes.", "yes")
+    assert consistency(None, slip) == pytest.approx(16 / 17)
+
+
+def test_every_count_is_read_but_a_given_number_may_not_be():
+    cubes = ("Checking for cube: large red rubber sphere no; small blue metal cube yes; large green rubber cylinder "
+             "no. Cube ones: small blue metal cube. ")
+    assert consistency(None, answer(cubes + "Count: 3. Count: 1. 3 - 1 = 2.", "2")) == 1.0
+    assert consistency(None, answer(cubes + "Count: 3. Count: 1.", "1")) == pytest.approx(8 / 9)  # no subtraction
+    assert consistency(None, answer(cubes + "Take 5. Count: 1.", "1")) == 1.0  # CLEVR-Math's adversarial "Add 5 ..."

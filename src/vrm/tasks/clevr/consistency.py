@@ -8,17 +8,22 @@ built:
 
 - a check ("Checking for red: small red metal cube yes; ...") decides each candidate as its name
   (a filter), its coordinate against the start's (a relation, with ``place=xy`` captions) or its
-  attribute against the start's (``same_*``) says; its candidates are a set the answer has had
-  (all objects, or a listing before it) and its coordinates are the caption's (within a pixel);
+  attribute against the start's (``same_*``) says; its candidates are all objects or a listing no
+  step has read yet, and its coordinates are the caption's (within a pixel);
 - a listing keeps what the check before it said yes to (without checks: what its filter keeps of
-  all objects or of a listing before it); "Either" / "Both" unite / intersect two listings, and a
-  check for "either" / "both" (``reasoning="merge_checks"``) decides each object by two listings;
-- "That is the X" follows a listing of X alone; "Its colour is red" reads such an X; a count
-  counts a listing; an "any", a sum, a comparison and the conclusion follow from what came before.
+  all objects or of a listing before it); "Either" / "Both" unite / intersect two unread listings,
+  and a check for "either" / "both" (``reasoning="merge_checks"``) decides each object by two;
+- "That is the X" reads an unread listing of X alone; "Its colour is red" reads the earliest X
+  found that no relation, ``same_*`` or query has read (a comparison's two queries read its two
+  objects in the order they were found); a count counts a listing; an "any", a sum, a comparison
+  and the conclusion follow from what came before, and every count and sum is read by a later step
+  but the last, which is the conclusion (a number the question gives, "Take 3.", may go unread).
 
-A program is a tree written in order, so a step may read any earlier step's result, not only the
-last one: a check's candidates, a count, a union and a query are matched against any earlier
-listing (or all objects), the looser test that holds for every target.
+A program is a tree written in order, so a step may read an earlier result that is not the last one,
+but each listing, object and number only once: the tree is what makes a skipped step or a merge of
+the wrong two listings visible. CLEVR-Math's programs bend the rule (a listing both filtered and
+counted, a number given and never used), so a count, an "any" and a filter without checks keep the
+looser test: any listing so far. Every target holds throughout (a test, on each reasoning layout).
 
 The reward is the share of statements that hold (1.0 with none to check yet). An error of
 perception (a caption that misreads the image) is invisible to it; a step that contradicts the
@@ -68,9 +73,12 @@ class Reading:
         for m in items:
             if m.group(2):
                 self.coords.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3))))
-        self.sets: list[list[str]] = []
+        self.sets: list[list[str]] = []  # the listings no step has read yet
+        self.read_sets: list[list[str]] = []  # and those read
         self.values: list = []
-        self.uniques: list[str] = []
+        self.unused: list = []  # the values no step has read yet
+        self.taken: list = []  # the numbers a question gives ("Take 3."), which one may leave unread
+        self.unread: list[str] = []  # the objects found ("That is the X") that no step has read yet
         self.pending: list[str] | None = None
         self.held = self.total = 0
         count = head.split()[0] if head else ""
@@ -97,6 +105,7 @@ class Reading:
         self.pending = [m.group(1) for m in marks if m.group(3) == "yes"]
         if relate := RELATE.fullmatch(what):
             rel, start = RELATION[relate.group(1)], relate.group(2)
+            self.read(start)
             axis = 0 if rel in ("left", "right") else 1
             self.tally(Counter(candidates) + Counter([start]) == Counter(self.objects))
             a = self.coordinate(start, axis, relate.group(3))
@@ -106,6 +115,7 @@ class Reading:
                     self.tally((b < a if rel in ("left", "behind") else b > a) == (m.group(3) == "yes"))
         elif same := SAME.fullmatch(what):
             slot = SLOT[same.group(1)]
+            self.read(same.group(2))
             start = same.group(2).split()
             self.tally(Counter(candidates) + Counter([same.group(2)]) == Counter(self.objects))
             for m in marks:
@@ -113,37 +123,75 @@ class Reading:
         elif what in ("either", "both"):  # a merge: its decisions follow two earlier listings
             self.tally(self.merges(what, candidates, set(self.pending)))
         else:  # a filter: the value is one of the name's words
-            self.tally(self.is_set(candidates))
+            self.tally(self.take(lambda s: Counter(s) == Counter(candidates)))
             for m in marks:
                 self.tally((what in m.group(1).split()) == (m.group(3) == "yes"))
 
+    def read(self, name: str | None = None) -> str | None:
+        """Mark a found object read and return it: the latest named ``name`` (a relation's start), else
+        the earliest found (a query's); None when there is none to read."""
+        if name is None:
+            return self.unread.pop(0) if self.unread else None
+        if name in self.unread:
+            del self.unread[len(self.unread) - 1 - self.unread[::-1].index(name)]
+        return name
+
     def merges(self, what: str, candidates: list[str], kept: set[str]) -> bool:
-        """Whether some two earlier listings a, b explain a merge's check: "either" checks all objects
-        and keeps a | b; "both" checks a and keeps a & b."""
-        if what == "either" and Counter(candidates) != Counter(self.objects):
+        """Whether two unread listings a, b (or all objects) explain a merge, and read them: "either"
+        checks all objects and keeps a | b; "both" checks a and keeps a & b. Without ``candidates``
+        (a merge without checks) only what it keeps is matched."""
+        if what == "either" and candidates is not None and Counter(candidates) != Counter(self.objects):
             return False
-        for k, a in enumerate(self.sets):
-            for b in self.sets[:k] + self.sets[k + 1:]:
-                if what == "either" and kept == set(a) | set(b):
-                    return True
-                if what == "both" and Counter(candidates) == Counter(a) and kept == set(a) & set(b):
+        sources = [*self.sets, self.objects]
+        for k, a in enumerate(sources):
+            for j, b in enumerate(sources):
+                if j == k or (what == "both" and candidates is not None and Counter(candidates) != Counter(a)):
+                    continue
+                if kept == (set(a) | set(b) if what == "either" else set(a) & set(b)):
+                    for i in sorted({k, j} - {len(self.sets)}, reverse=True):
+                        self.read_sets.append(self.sets.pop(i))
                     return True
         return False
 
-    def is_set(self, listed: list[str]) -> bool:
-        """Whether ``listed`` is, as a multiset, all objects or an earlier listing."""
-        return any(Counter(listed) == Counter(s) for s in (self.objects, *self.sets))
+    def value(self, v) -> None:
+        self.values.append(v)
+        self.unused.append(v)
+
+    def use(self, *values) -> bool:
+        """Read ``values`` (each a value no step has read yet): whether they all were."""
+        ok = True
+        for v in values:
+            pool = self.unused if v in self.unused else self.taken
+            if v in pool:
+                pool.remove(v)
+            else:
+                ok = False
+        return ok
+
+    def has(self, fits) -> bool:
+        """Whether all objects or any listing so far, read or not, ``fits`` (the looser test)."""
+        return any(fits(s) for s in (self.objects, *self.sets, *self.read_sets))
+
+    def take(self, fits) -> bool:
+        """Read the latest unread listing that ``fits``, else all objects (a scene step) if they fit.
+        A program is a tree: each listing is read by one step, so a read listing is read no more."""
+        for k in range(len(self.sets) - 1, -1, -1):
+            if fits(self.sets[k]):
+                self.read_sets.append(self.sets.pop(k))
+                return True
+        return fits(self.objects)
 
     def listing(self, m: re.Match) -> None:
         value, listed = m.group(1), names(next(g for g in (m.group(2), m.group(3), m.group(4), m.group(6)) if g))
-        if m.group(5):  # Either / Both: of two earlier listings (value is None here)
-            pairs = [(set(a), set(b)) for k, a in enumerate(self.sets) for b in self.sets[k + 1:]]
-            self.tally(any(set(listed) == (a | b if m.group(5) == "Either" else a & b) for a, b in pairs))
+        if m.group(5) and self.pending is None:  # Either / Both without checks: of two unread listings
+            self.tally(self.merges(m.group(5).lower(), None, set(listed)))
         if self.pending is not None:  # what the check before it (a merge's too) said yes to
             self.tally(listed == self.pending)
+        elif m.group(3) is not None or m.group(4) is not None:  # a relation without checks: of the last found
+            if self.unread:
+                self.unread.pop()
         elif value:  # a filter without checks: what it keeps of all objects or of an earlier listing
-            kept = [[n for n in s if value.lower() in n.split()] for s in (self.objects, *self.sets)]
-            self.tally(any(Counter(listed) == Counter(k) for k in kept))
+            self.tally(self.has(lambda s: Counter(n for n in s if value.lower() in n.split()) == Counter(listed)))
         self.pending = None
         self.sets.append(listed)
 
@@ -153,36 +201,39 @@ class Reading:
         if m := LISTING.fullmatch(s):
             return self.listing(m)
         if m := re.fullmatch(rf"That is the ({NAME})\.", s):
-            self.uniques.append(m.group(1))
-            return self.tally([m.group(1)] in self.sets)
+            self.unread.append(m.group(1))
+            return self.tally(self.take(lambda s: s == [m.group(1)]))
         if m := re.fullmatch(r"Its (\w+) is (\w+)\.", s):
-            slot = SLOT.get(m.group(1))
-            self.values.append(m.group(2))
-            return self.tally(slot is not None and any(u.split()[slot] == m.group(2) for u in self.uniques))
+            slot, found = SLOT.get(m.group(1)), self.read()
+            self.value(m.group(2))
+            return self.tally(slot is not None and found is not None and found.split()[slot] == m.group(2))
         if m := re.fullmatch(r"Count: (\d+)\.", s):
-            self.values.append(int(m.group(1)))
-            return self.tally(any(len(s) == int(m.group(1)) for s in (self.objects, *self.sets)))
+            self.value(int(m.group(1)))
+            return self.tally(self.has(lambda s: len(s) == int(m.group(1))))
         if m := re.fullmatch(r"Any: (yes|no)\.", s):
-            self.values.append(m.group(1))
-            return self.tally(any(bool(s) == (m.group(1) == "yes") for s in self.sets))
+            self.value(m.group(1))
+            return self.tally(self.has(lambda s: bool(s) == (m.group(1) == "yes")))
         if m := re.fullmatch(r"Take (\d+)\.", s):
             self.values.append(int(m.group(1)))
+            self.taken.append(int(m.group(1)))
             return None
         if m := re.fullmatch(r"(\d+) ([-+]) (\d+) = (-?\d+)\.", s):
             a, b, c = int(m.group(1)), int(m.group(3)), int(m.group(4))
-            ok = c == (a - b if m.group(2) == "-" else a + b) and Counter([a, b]) <= Counter(self.values)
-            self.values.append(c)
+            ok = self.use(a, b) and c == (a - b if m.group(2) == "-" else a + b)
+            self.value(c)
             return self.tally(ok)
         if m := re.fullmatch(r"Is (\d+) (less|more) than (\d+)\? (yes|no)\.", s):
             a, b = int(m.group(1)), int(m.group(3))
-            self.values.append(m.group(4))
-            return self.tally(((a < b) if m.group(2) == "less" else (a > b)) == (m.group(4) == "yes"))
+            ok = self.use(a, b) and ((a < b) if m.group(2) == "less" else (a > b)) == (m.group(4) == "yes")
+            self.value(m.group(4))
+            return self.tally(ok)
         if m := re.fullmatch(r"Are they equal\? (yes|no)\.", s):
-            ok = len(self.values) >= 2 and (self.values[-2] == self.values[-1]) == (m.group(1) == "yes")
-            self.values.append(m.group(1))
+            ok = len(self.unused) >= 2 and (self.unused[-2] == self.unused[-1]) == (m.group(1) == "yes")
+            del self.unused[-2:]
+            self.value(m.group(1))
             return self.tally(ok)
         if s.startswith("No single object fits"):
-            return self.tally(any(len(s) != 1 for s in self.sets))
+            return self.tally(self.has(lambda s: len(s) != 1))
         self.tally(False)  # a sentence no step of the targets writes
 
 
@@ -205,5 +256,6 @@ def consistency(sample, completion: str) -> float:
         reading.statement(s)
     conclusion = tagged(completion, "CONCLUSION")
     if conclusion is not None:
-        reading.tally(bool(reading.values) and conclusion.strip() == str(reading.values[-1]))
+        last = reading.values[-1] if reading.values else None  # the one value no step has read
+        reading.tally(reading.unused == [last] and conclusion.strip() == str(last))
     return reading.held / reading.total
