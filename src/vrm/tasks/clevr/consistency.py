@@ -25,9 +25,11 @@ the wrong two listings visible. CLEVR-Math's programs bend the rule (a listing b
 counted, a number given and never used), so a count, an "any" and a filter without checks keep the
 looser test: any listing so far. Every target holds throughout (a test, on each reasoning layout).
 
-The reward is the share of statements that hold (1.0 with none to check yet). An error of
-perception (a caption that misreads the image) is invisible to it; a step that contradicts the
-caption or the steps before it is not.
+The reward is the share of statements that hold (1.0 with none to check yet). From the text alone
+an error of perception (a caption that misreads the image) is invisible; a step that contradicts the
+caption or the steps before it is not. `grounded` also checks the caption against the image, each
+object drawn and compared (`vrm.tasks.clevr.grounding`), so a stage beam can choose among captions
+too (``--scorer reward:vrm.tasks.clevr.consistency:grounded``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from PIL import Image
+
 from vrm.formats.structured import tagged
 from vrm.tasks.clevr.explain import ATTRIBUTE, DIRECTIONS
+from vrm.tasks.clevr.grounding import caption_fits
 
 NAME = r"\w+ \w+ \w+ \w+"  # size colour material shape
 SLOT = {"size": 0, "colour": 1, "material": 2, "shape": 3}  # words of a name, by the steps' attribute words
@@ -65,7 +70,7 @@ def names(listed: str) -> list[str]:
 class Reading:
     """The state of an answer read so far: its objects, listings and values, and the tally."""
 
-    def __init__(self, caption: str):
+    def __init__(self, caption: str, image: Image.Image | None = None):
         head, _, body = caption.partition(": ")
         items = [m for part in body.rstrip(".").split("; ") if (m := CAPTION.fullmatch(part))]
         self.objects = [m.group(1) for m in items]
@@ -83,6 +88,11 @@ class Reading:
         self.held = self.total = 0
         count = head.split()[0] if head else ""
         self.tally(bool(items) and count == str(len(items)) and len(items) == len(body.split("; ")))
+        if image is not None and items and all(m.group(2) for m in items):  # the caption against the image
+            fits, covered = caption_fits(image, [(*m.group(1).split(), int(m.group(2)), int(m.group(3)))
+                                                 for m in items])
+            for ok in (*fits, covered):
+                self.tally(ok)
 
     def tally(self, ok: bool) -> None:
         self.held += bool(ok)
@@ -237,9 +247,11 @@ class Reading:
         self.tally(False)  # a sentence no step of the targets writes
 
 
-def consistency(sample, completion: str) -> float:
+def consistency(sample, completion: str, image: Image.Image | None = None) -> float:
     """The share of the completion's statements that hold (see the module docstring); ``sample`` is
-    unused (the reward signature's first argument: no ground truth is read).
+    unused (the reward signature's first argument: no ground truth is read). With an ``image`` each
+    object of an ``xy`` caption, and the caption's leaving nothing out, count as statements too
+    (`vrm.tasks.clevr.grounding`).
 
     >>> caption = "<CAPTION>3 objects: a small red metal cube at x 10 y 5; a large blue rubber sphere at x 30 y 20; " \\
     ...     "a large red metal cube at x 50 y 40.</CAPTION>"
@@ -251,7 +263,7 @@ def consistency(sample, completion: str) -> float:
     caption = tagged(completion, "CAPTION", ("REASONING",))
     if caption is None:
         return 1.0
-    reading = Reading(caption)
+    reading = Reading(caption, image)
     for s in sentences(tagged(completion, "REASONING", ("CONCLUSION",)) or ""):
         reading.statement(s)
     conclusion = tagged(completion, "CONCLUSION")
@@ -259,3 +271,9 @@ def consistency(sample, completion: str) -> float:
         last = reading.values[-1] if reading.values else None  # the one value no step has read
         reading.tally(reading.unused == [last] and conclusion.strip() == str(last))
     return reading.held / reading.total
+
+
+def grounded(sample, completion: str) -> float:
+    """`consistency` with the caption checked against the picture: the sample's image, the input the
+    model saw (its answer and trace are never read). ``--scorer reward:vrm.tasks.clevr.consistency:grounded``"""
+    return consistency(sample, completion, getattr(sample, "image", None))
