@@ -147,3 +147,14 @@ def test_every_count_is_read_but_a_given_number_may_not_be():
     assert consistency(None, answer(cubes + "Count: 3. Count: 1. 3 - 1 = 2.", "2")) == 1.0
     assert consistency(None, answer(cubes + "Count: 3. Count: 1.", "1")) == pytest.approx(8 / 9)  # no subtraction
     assert consistency(None, answer(cubes + "Take 5. Count: 1.", "1")) == 1.0  # CLEVR-Math's adversarial "Add 5 ..."
+
+
+def test_a_merge_names_no_object_more_often_than_the_caption_does():
+    lists = ("Checking for large: large red rubber sphere yes; small blue metal cube no; large green rubber cylinder yes. "
+             "Large ones: large red rubber sphere, large green rubber cylinder. Checking for rubber: large red rubber "
+             "sphere yes; small blue metal cube no; large green rubber cylinder yes. Rubber ones: large red rubber "
+             "sphere, large green rubber cylinder. ")
+    union = "Either: large red rubber sphere, large green rubber cylinder. Count: 2."
+    assert consistency(None, answer(lists + union, "2")) == 1.0
+    twice = "Either: large red rubber sphere, large red rubber sphere, large green rubber cylinder. Count: 3."
+    assert consistency(None, answer(lists + twice, "3")) == pytest.approx(13 / 14)  # the caption has one sphere

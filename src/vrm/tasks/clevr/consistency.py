@@ -131,7 +131,7 @@ class Reading:
             for m in marks:
                 self.tally((m.group(1).split()[slot] == start[slot]) == (m.group(3) == "yes"))
         elif what in ("either", "both"):  # a merge: its decisions follow two earlier listings
-            self.tally(self.merges(what, candidates, set(self.pending)))
+            self.tally(self.merges(what, candidates, self.pending))
         else:  # a filter: the value is one of the name's words
             self.tally(self.take(lambda s: Counter(s) == Counter(candidates)))
             for m in marks:
@@ -146,12 +146,16 @@ class Reading:
             del self.unread[len(self.unread) - 1 - self.unread[::-1].index(name)]
         return name
 
-    def merges(self, what: str, candidates: list[str], kept: set[str]) -> bool:
+    def merges(self, what: str, candidates: list[str] | None, kept: list[str]) -> bool:
         """Whether two unread listings a, b (or all objects) explain a merge, and read them: "either"
-        checks all objects and keeps a | b; "both" checks a and keeps a & b. Without ``candidates``
-        (a merge without checks) only what it keeps is matched."""
+        checks all objects and keeps a | b; "both" checks a and keeps a & b, naming no object more
+        often than the caption does. Without ``candidates`` (a merge without checks) only what it
+        keeps is matched."""
         if what == "either" and candidates is not None and Counter(candidates) != Counter(self.objects):
             return False
+        if Counter(kept) - Counter(self.objects):  # "Either: a red cube, a red cube" with one red cube
+            return False
+        kept = set(kept)
         sources = [*self.sets, self.objects]
         for k, a in enumerate(sources):
             for j, b in enumerate(sources):
@@ -194,7 +198,7 @@ class Reading:
     def listing(self, m: re.Match) -> None:
         value, listed = m.group(1), names(next(g for g in (m.group(2), m.group(3), m.group(4), m.group(6)) if g))
         if m.group(5) and self.pending is None:  # Either / Both without checks: of two unread listings
-            self.tally(self.merges(m.group(5).lower(), None, set(listed)))
+            self.tally(self.merges(m.group(5).lower(), None, listed))
         if self.pending is not None:  # what the check before it (a merge's too) said yes to
             self.tally(listed == self.pending)
         elif m.group(3) is not None or m.group(4) is not None:  # a relation without checks: of the last found
