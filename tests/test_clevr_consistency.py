@@ -158,3 +158,10 @@ def test_a_merge_names_no_object_more_often_than_the_caption_does():
     assert consistency(None, answer(lists + union, "2")) == 1.0
     twice = "Either: large red rubber sphere, large red rubber sphere, large green rubber cylinder. Count: 3."
     assert consistency(None, answer(lists + twice, "3")) == pytest.approx(13 / 14)  # the caption has one sphere
+
+
+def test_any_follows_a_listing_not_the_scene():
+    none = ("Checking for purple: large red rubber sphere no; small blue metal cube no; large green rubber cylinder "
+            "no. Purple ones: none. ")
+    assert consistency(None, answer(none + "Any: no.", "no")) == 1.0
+    assert consistency(None, answer(none + "Any: yes.", "yes")) == pytest.approx(7 / 8)  # the scene is not empty

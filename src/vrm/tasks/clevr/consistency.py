@@ -182,9 +182,9 @@ class Reading:
                 ok = False
         return ok
 
-    def has(self, fits) -> bool:
-        """Whether all objects or any listing so far, read or not, ``fits`` (the looser test)."""
-        return any(fits(s) for s in (self.objects, *self.sets, *self.read_sets))
+    def has(self, fits, scene: bool = True) -> bool:
+        """Whether any listing so far, read or not, or (with ``scene``) all objects ``fits``: the looser test."""
+        return any(fits(s) for s in ([self.objects] if scene else []) + self.sets + self.read_sets)
 
     def take(self, fits) -> bool:
         """Read the latest unread listing that ``fits``, else all objects (a scene step) if they fit.
@@ -226,7 +226,7 @@ class Reading:
             return self.tally(self.has(lambda s: len(s) == int(m.group(1))))
         if m := re.fullmatch(r"Any: (yes|no)\.", s):
             self.value(m.group(1))
-            return self.tally(self.has(lambda s: bool(s) == (m.group(1) == "yes")))
+            return self.tally(self.has(lambda s: bool(s) == (m.group(1) == "yes"), scene=False))
         if m := re.fullmatch(r"Take (\d+)\.", s):
             self.values.append(int(m.group(1)))
             self.taken.append(int(m.group(1)))
@@ -247,7 +247,7 @@ class Reading:
             self.value(m.group(1))
             return self.tally(ok)
         if s.startswith("No single object fits"):
-            return self.tally(self.has(lambda s: len(s) != 1))
+            return self.tally(self.has(lambda s: len(s) != 1, scene=False))
         self.tally(False)  # a sentence no step of the targets writes
 
 
