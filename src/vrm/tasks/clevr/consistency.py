@@ -78,8 +78,8 @@ class Reading:
         for m in items:
             if m.group(2):
                 self.coords.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(3))))
-        self.sets: list[list[str]] = []  # the listings no step has read yet
-        self.read_sets: list[list[str]] = []  # and those read
+        self.listings: list[list[str]] = []  # every listing so far
+        self.sets: list[list[str]] = []  # those no step has read yet
         self.values: list = []
         self.unused: list = []  # the values no step has read yet
         self.taken: list = []  # the numbers a question gives ("Take 3."), which one may leave unread
@@ -162,8 +162,8 @@ class Reading:
                 if j == k or (what == "both" and candidates is not None and Counter(candidates) != Counter(a)):
                     continue
                 if kept == (set(a) | set(b) if what == "either" else set(a) & set(b)):
-                    for i in sorted({k, j} - {len(self.sets)}, reverse=True):
-                        self.read_sets.append(self.sets.pop(i))
+                    for i in sorted({k, j} - {len(self.sets)}, reverse=True):  # all objects stay
+                        self.sets.pop(i)
                     return True
         return False
 
@@ -184,14 +184,14 @@ class Reading:
 
     def has(self, fits, scene: bool = True) -> bool:
         """Whether any listing so far, read or not, or (with ``scene``) all objects ``fits``: the looser test."""
-        return any(fits(s) for s in ([self.objects] if scene else []) + self.sets + self.read_sets)
+        return any(fits(s) for s in ([self.objects] if scene else []) + self.listings)
 
     def take(self, fits) -> bool:
         """Read the latest unread listing that ``fits``, else all objects (a scene step) if they fit.
         A program is a tree: each listing is read by one step, so a read listing is read no more."""
         for k in range(len(self.sets) - 1, -1, -1):
             if fits(self.sets[k]):
-                self.read_sets.append(self.sets.pop(k))
+                del self.sets[k]
                 return True
         return fits(self.objects)
 
@@ -208,6 +208,7 @@ class Reading:
             self.tally(self.has(lambda s: Counter(n for n in s if value.lower() in n.split()) == Counter(listed)))
         self.pending = None
         self.sets.append(listed)
+        self.listings.append(listed)
 
     def statement(self, s: str) -> None:
         if m := CHECK.fullmatch(s):

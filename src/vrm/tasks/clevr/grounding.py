@@ -24,7 +24,7 @@ from PIL import Image
 
 from vrm import VrmError
 from vrm.tasks.clevr.data import load_data
-from vrm.tasks.clevr.render import BACKGROUND, render_scene
+from vrm.tasks.clevr.render import BACKGROUND, from_pixel, render_scene
 
 TOLERANCE = 40.0  # mean |difference| of the RGB channels summed, over an object and a pixel around it
 INK = 30  # a pixel differs from the background by more than this: something is drawn there
@@ -50,11 +50,10 @@ class Drawing:
     def __init__(self, canvas: int, view: float):
         data = load_data()
         self.colors, self.sizes, self.canvas, self.view = data.colors, data.sizes, canvas, view
-        self.scale = canvas / (2 * view)
 
     def draw(self, objects: list[tuple[str, str, str, str, float, float]]) -> np.ndarray:
         scene = {"objects": [{"size": s, "color": c, "material": m, "shape": sh,
-                              "3d_coords": [x / self.scale - self.view, self.view - y / self.scale, 0.0]}
+                              "3d_coords": from_pixel(x, y, self.canvas, self.view)}
                              for s, c, m, sh, x, y in objects]}
         image = render_scene(scene, self.colors, self.sizes, self.canvas, self.view)
         return np.asarray(image, dtype=np.float32)
@@ -88,12 +87,10 @@ def object_fits(image: Image.Image, objects: list[tuple[str, str, str, str, int,
     drawing = Drawing(picture.shape[1], default_view() if view is None else view)
     try:
         masks = [ink(drawing.draw([o])) for o in objects]
+        cover = np.sum(masks, axis=0) if masks else None  # per pixel, how many caption objects cover it
         fits = []
-        for i, (size, color, material, shape, x, y) in enumerate(objects):
-            others = np.zeros(picture.shape[:2], dtype=bool)
-            for j, mask in enumerate(masks):
-                if j != i:
-                    others |= mask
+        for (size, color, material, shape, x, y), mask in zip(objects, masks):
+            others = cover - mask > 0  # covered by another caption object
             fits.append(any(_differs(drawing.draw([(size, color, material, shape, x + dx, y + dy)]), picture, others)
                             < TOLERANCE for dx, dy in OFFSETS))
         drawn = grow(grow(ink(drawing.draw(objects)))) if objects else np.zeros(picture.shape[:2], dtype=bool)

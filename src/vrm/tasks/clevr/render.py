@@ -26,6 +26,12 @@ def to_pixel(coords: list[float], size: int, view: float) -> tuple[float, float]
     return (coords[0] + view) * scale, (view - coords[1]) * scale
 
 
+def from_pixel(x: float, y: float, size: int, view: float) -> list[float]:
+    """The ground-plane point (``3d_coords``, z 0) that `to_pixel` places at image position (x, y)."""
+    scale = size / (2 * view)
+    return [x / scale - view, view - y / scale, 0.0]
+
+
 def _shade(rgb: tuple[int, int, int], toward: int, t: float) -> tuple[int, int, int]:
     return tuple(round(c + (toward - c) * t) for c in rgb)
 
