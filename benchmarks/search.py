@@ -103,6 +103,8 @@ def main() -> None:
                     help="which searches to run beside greedy, comma-separated")
     ap.add_argument("--include-greedy", action="store_true",
                     help="each search's first candidate is the greedy one (strategy N+greedy)")
+    ap.add_argument("--distinct", type=float, default=None,
+                    help="candidates branch apart where the model gives other tokens this much (strategy N+distinct)")
     ap.add_argument("--temperatures", default=str(DEFAULT_TEMPERATURE),
                     help="what the sampled candidates sample at, comma-separated: each search runs at each")
     ap.add_argument("--scorers", default="judge,likelihood",
@@ -133,9 +135,10 @@ def main() -> None:
     print(f"{args.model or 'embedded model'} on {n} {args.task} questions, format {fmt.name}, "
           f"{max_new} new tokens at most, threads {args.threads}", flush=True)
 
-    plus = "+greedy" if args.include_greedy else ""
+    plus = ("+greedy" if args.include_greedy else "") + ("+distinct" if args.distinct else "")
     plan = [("greedy", "-", get_strategy("greedy"))] + [
-        (f"{kind}:{b}{plus}{at(t)}", sc, get_strategy(f"{kind}:{b}{plus}", temperature=t))
+        (f"{kind}:{b}{plus}{at(t)}", sc, get_strategy(f"{kind}:{b}{plus}", temperature=t,
+                                                      **({"distinct": args.distinct} if args.distinct else {})))
         for b in beams for sc in scorers for kind in kinds for t in temperatures]
     rows, runs, kept = [], [], {}
     for strategy, scorer, search in plan:

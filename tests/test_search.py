@@ -13,7 +13,7 @@ from vrm import VrmError
 from vrm.eval.run import evaluate
 from vrm.formats import get_format
 from vrm.formats.structured import STAGES, StagesFormat
-from vrm.infer.decode import Candidate, Stats, decode, prefill, single_token
+from vrm.infer.decode import Candidate, Stats, branch, decode, prefill, single_token
 from vrm.infer.generate import generate_completions, prompt_text, stop_ids
 from vrm.infer.lookahead import LookaheadScorer
 from vrm.infer.scorers import (Choice, ConsensusScorer, JudgeScorer, LikelihoodScorer, Query, RewardScorer, VerifierScorer,
@@ -89,6 +89,43 @@ def test_the_temperature_sets_how_far_sampled_candidates_stray(loaded, clevr):
                             24).completions for t in (1e-4, 5.0))
     assert cold == greedy and hot != greedy
     assert get_strategy("stage_beam:4+greedy", temperature=0.3).temperature == 0.3
+
+
+def test_branch_by_hand():
+    """Rows of one group written alike take no token an earlier twin took at this step, where the
+    model gives the other tokens at least the mass; where it is sure they stay twins."""
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 3 + [[0.95, 0.03, 0.01, 0.01]] * 2 + [[0.5, 0.3, 0.15, 0.05]])
+    logprobs = probs.log()
+    scores = torch.tensor([[9.0, 1.0, 2.0, 3.0]] * 6)  # every row would take token 0; then 3, then 2
+    twins = [0, 0, 0, 1, 1, 2]  # rows 0-2 one group, 3-4 another, 5 alone
+    sampled = [False, True, True, True, True, True]  # row 0 is the greedy one
+    tokens = branch(scores, logprobs, scores.argmax(-1), range(6), twins, sampled, mass=0.1)
+    # row 1: others hold 0.5 >= 0.1, so its best token but 0 (3); row 2: after 0 and 3, 0.45 left: 2.
+    # rows 3-4: others hold 0.05 < 0.1: both keep 0 and stay twins; row 5 has no twin: keeps 0.
+    assert tokens.tolist() == [0, 3, 2, 0, 0, 0]
+    assert len({twins[0], twins[1], twins[2], twins[3], twins[5]}) == 5 and twins[3] == twins[4]
+
+
+def test_distinct_candidates_branch_where_the_model_hesitates(loaded, clevr):
+    """With ``distinct`` every sampled candidate leaves the earlier ones of its question at the first
+    token where the rest of the probability reaches the mass; near temperature 0 without it all four
+    are the greedy text."""
+    model, processor = loaded
+    qs = queries(clevr, "direct")[:2]
+    seeds = [None, 1, 2, 3] * 2
+
+    def rows(**kw):
+        prefix = prefill(model, processor, [q.image for q in qs], [q.prompt for q in qs])
+        return decode(model, processor, prefix.expand(4), 12, (), 1e-4, seeds, **kw)
+
+    plain, apart = rows(), rows(distinct=1e-9, group=4)
+    for q in range(2):
+        assert len({tuple(c.ids) for c in plain[4 * q:4 * q + 4]}) == 1
+        assert plain[4 * q].ids == apart[4 * q].ids  # the greedy row is untouched
+        assert len({c.ids[0] for c in apart[4 * q:4 * q + 4]}) == 4  # any other token holds more than 1e-9
+    strategy = get_strategy("stage_beam:4+greedy+distinct", distinct=0.2)
+    assert (strategy.greedy_first, strategy.distinct) == (True, 0.2)
+    assert get_strategy("stage_beam:4+greedy").distinct == 0.0
 
 
 class Recorder:
@@ -230,6 +267,7 @@ def test_reward_scorers_resolve(tmp_path, monkeypatch):
     (lambda: get_strategy("sample:hot"), "temperature must be a number > 0"),
     (lambda: get_strategy("stage_beam:4", temperature=0), "temperature 0: it must be a number > 0"),
     (lambda: get_strategy("stage_beam:4+best"), "the first candidate greedy, the rest sampled"),
+    (lambda: get_strategy("stage_beam:4+distinct", distinct=1.5), "distinct 1.5: the probability at which"),
     (lambda: get_scorer("oracle"), "unknown scorer 'oracle'; known scorers: judge, likelihood"),
     (lambda: get_scorer("reward"), "needs a function: reward:pkg.module:function"),
     (lambda: get_scorer("lookahead"), "needs a scorer to score the completed answers: lookahead:<scorer>"),

@@ -181,28 +181,58 @@ def extend(model, prefix: Prefix, ids: Sequence[Sequence[int]], pad_id: int = 0,
     return prefix
 
 
-def choose(logits: torch.Tensor, temperature: float,
-           generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
-    """Next tokens (R,) from logits (R, V): argmax at temperature 0, else a sample of softmax(logits / T)
-    by Gumbel-max with row r's noise drawn from ``generators[r]`` (argmax where that is None)."""
+def _scores(logits: torch.Tensor, temperature: float,
+            generators: Sequence[torch.Generator | None] | None) -> torch.Tensor:
+    """Next-token scores (R, V) whose argmax is the choice: the logits at temperature 0, else logits / T
+    plus Gumbel noise drawn from ``generators[r]`` (a sample of softmax(logits / T)), or the logits
+    as they are for a row whose generator is None (its argmax is greedy). Excluding tokens from a
+    choice is masking them here."""
     if temperature <= 0:
-        return logits.argmax(-1)
+        return logits
     vocab = logits.shape[-1]
     u = torch.stack([torch.rand(vocab, generator=g) if g is not None else torch.full((vocab,), 0.5)
                      for g in generators]).to(logits.device)
     gumbel = -torch.log(-torch.log(u.clamp(min=1e-20, max=1 - 1e-7)))
-    sampled = (logits / temperature + gumbel).argmax(-1)
     greedy = torch.tensor([g is None for g in generators], device=logits.device)
-    return torch.where(greedy, logits.argmax(-1), sampled)
+    return torch.where(greedy[:, None], logits, logits / temperature + gumbel)
+
+
+def branch(scores: torch.Tensor, logprobs: torch.Tensor, tokens: torch.Tensor, rows: Sequence[int],
+           twins: list[int], sampled: Sequence[bool], mass: float) -> torch.Tensor:
+    """Distinct candidates: a sampled row that has so far written the same tokens as an earlier row
+    (``twins[row]``, the same id for rows written alike) takes none of the tokens those rows take at
+    this step, when the model gives the other tokens at least ``mass`` of its probability; it then
+    writes something no earlier row wrote. Otherwise it keeps its sample (the rows stay twins where
+    the model is sure). Updates ``twins`` for the next step; returns the tokens."""
+    taken: dict[int, list[int]] = {}
+    ids: dict[tuple[int, int], int] = {}
+    tokens = tokens.clone()
+    for b, row in enumerate(rows):
+        before = taken.setdefault(twins[row], [])
+        if sampled[b] and before and int(tokens[b]) in before:
+            others = 1.0 - float(logprobs[b, before].exp().sum())
+            if others >= mass:
+                masked = scores[b].clone()
+                masked[before] = float("-inf")
+                tokens[b] = masked.argmax()
+        before.append(int(tokens[b]))
+        twins[row] = ids.setdefault((twins[row], int(tokens[b])), len(ids))
+    return tokens
 
 
 @torch.inference_mode()
 def decode(model, processor, prefix: Prefix, max_new_tokens: int, stops: Sequence[int] = (),
            temperature: float = 0.0, seeds: Sequence[int | None] | None = None, stats: Stats | None = None,
-           compact: bool = True) -> list[Candidate]:
+           compact: bool = True, distinct: float = 0.0, group: int = 1) -> list[Candidate]:
     """Continue every row of ``prefix`` until a token of ``stops`` (the model's end tokens are always
     stops) or ``max_new_tokens``; one candidate per row. Sampling takes one seed per row; a row
     whose seed is None is decoded greedily among the sampled ones.
+
+    With ``distinct`` > 0 the rows come in groups of ``group`` forked from one prefix (rows
+    g*group ... g*group+group-1, as `Prefix.expand` makes them), and a sampled row does not repeat
+    an earlier row of its group where the model gives another token at least ``distinct`` of its
+    probability (`branch`): the first place the model hesitates, each candidate takes a path no
+    earlier one took, instead of resampling the same text.
 
     The prefix is consumed (its cache grows). Rows that finish become holes; with ``compact``,
     once half of the live rows have finished they are dropped from the batch.
@@ -218,10 +248,15 @@ def decode(model, processor, prefix: Prefix, max_new_tokens: int, stops: Sequenc
     out = [Candidate([], [], None) for _ in range(prefix.rows)]
     live = list(range(prefix.rows))  # original row of each batch row
     done = [False] * prefix.rows
+    twins = [row // group for row in range(prefix.rows)]
     cache, mask, positions, logits = prefix.cache, prefix.mask, prefix.positions, prefix.logits
     for step in range(max_new_tokens):
-        tokens = choose(logits, temperature, generators)
-        logp = torch.log_softmax(logits, -1).gather(1, tokens[:, None])[:, 0].tolist()
+        scores, logprobs = _scores(logits, temperature, generators), torch.log_softmax(logits, -1)
+        tokens = scores.argmax(-1)
+        if distinct > 0 and temperature > 0:
+            sampled = [g is not None and not done[row] for g, row in zip(generators, live)]
+            tokens = branch(scores, logprobs, tokens, live, twins, sampled, distinct)
+        logp = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
         feed = torch.ones(len(live), dtype=mask.dtype, device=mask.device)
         for b, (row, t, lp) in enumerate(zip(live, tokens.tolist(), logp)):
             if done[row]:

@@ -74,8 +74,9 @@ class Search:
                        [forced] * len(queries), self.stats)
 
     def decode(self, prefix: Prefix, max_new_tokens: int, stops=(), temperature: float = 0.0,
-               seeds: Sequence[int] | None = None) -> list[Candidate]:
-        return decode(self.model, self.processor, prefix, max_new_tokens, stops, temperature, seeds, self.stats)
+               seeds: Sequence[int] | None = None, distinct: float = 0.0, group: int = 1) -> list[Candidate]:
+        return decode(self.model, self.processor, prefix, max_new_tokens, stops, temperature, seeds, self.stats,
+                      distinct=distinct, group=group)
 
     def extend(self, prefix: Prefix, ids: Sequence[Sequence[int]]) -> Prefix:
         pad = self.processor.tokenizer.pad_token_id
@@ -116,12 +117,13 @@ class BestOf:
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     greedy_first: bool = False  # the first candidate is the greedy one (`Search.seeds`)
+    distinct: float = 0.0  # > 0: candidates branch apart where the model hesitates (`decode`)
     name: str = "best_of"
 
     def run(self, s: Search, queries: Sequence[Query]) -> list[str]:
         n = self.n
         cands = s.decode(s.prefill(queries).expand(n), s.max_new_tokens, (), self.temperature,
-                         s.seeds(queries, self.seed, 0, n, self.greedy_first))
+                         s.seeds(queries, self.seed, 0, n, self.greedy_first), self.distinct, n)
         choices = [Choice(q, "answer", "", cands[b * n:(b + 1) * n], format=s.format) for b, q in enumerate(queries)]
         return [c.completion(w).strip() for c, w in zip(choices, s.pick(choices))]
 
@@ -149,6 +151,7 @@ class SentenceBeam:
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     greedy_first: bool = False
+    distinct: float = 0.0
     sentence_tokens: int = 64
     name: str = "sentence_beam"
 
@@ -162,7 +165,8 @@ class SentenceBeam:
         while active:
             budget = min(self.sentence_tokens, min(s.max_new_tokens - used[b] for b in active))
             cands = s.decode(prefix.expand(self.n), budget, ends, self.temperature,
-                             s.seeds([queries[b] for b in active], self.seed, step, self.n, self.greedy_first))
+                             s.seeds([queries[b] for b in active], self.seed, step, self.n, self.greedy_first),
+                             self.distinct, self.n)
             for c in cands:  # a sentence keeps its end (but not the model's end token)
                 if c.stop is not None and c.stop not in eos:
                     c.text += s.processor.tokenizer.decode([c.stop], skip_special_tokens=False)
@@ -193,6 +197,7 @@ class StageBeam:
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     greedy_first: bool = False
+    distinct: float = 0.0
     stage_tokens: int | None = None
     name: str = "stage_beam"
 
@@ -208,7 +213,7 @@ class StageBeam:
             budget = max(1, min(self.stage_tokens or s.max_new_tokens, s.max_new_tokens - max(used)))
             close = f"</{stage}>"
             cands = s.decode(prefix.expand(self.n), budget, [tags[close]], self.temperature,
-                             s.seeds(queries, self.seed, k, self.n, self.greedy_first))
+                             s.seeds(queries, self.seed, k, self.n, self.greedy_first), self.distinct, self.n)
             choices = [Choice(q, stage, texts[b], cands[b * self.n:(b + 1) * self.n], close, s.format)
                        for b, q in enumerate(queries)]
             forced = close + (f"<{STAGES[k + 1]}>" if k + 1 < len(STAGES) else "")
@@ -222,12 +227,15 @@ class StageBeam:
         return [t.strip() for t in texts]
 
 
-STRATEGIES = ("greedy", "sample[:T]", "best_of:N", "sentence_beam:N", "stage_beam:N")  # N or N+greedy
+STRATEGIES = ("greedy", "sample[:T]", "best_of:N", "sentence_beam:N", "stage_beam:N")  # N[+greedy][+distinct]
+DISTINCT_MASS = 0.1  # `+distinct`: a candidate branches from an earlier one where other tokens hold this much
 
 
-def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0):
+def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0, distinct: float = DISTINCT_MASS):
     """A strategy by name: ``greedy``, ``sample`` / ``sample:T``, ``best_of:N``, ``sentence_beam:N``, ``stage_beam:N``;
-    ``temperature`` is what the sampled ones sample at (``sample:T`` names its own)."""
+    ``temperature`` is what the sampled ones sample at (``sample:T`` names its own). After N, ``+greedy``
+    makes the first candidate the greedy one and ``+distinct`` keeps candidates from repeating each
+    other where the model gives another token at least ``distinct`` of its probability (`decode`)."""
     if hasattr(spec, "run"):
         return spec
     if not (isinstance(temperature, (int, float)) and temperature > 0):
@@ -245,11 +253,15 @@ def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int 
             raise VrmError(f"strategy {spec!r}: the temperature must be a number > 0, e.g. sample:0.7")
         return Sampling(t, seed)
     if name in beams:
-        count, plus, extra = arg.partition("+")
-        if not count.isdigit() or int(count) < 1 or (plus and extra != "greedy"):
+        count, *extras = arg.split("+")
+        if not count.isdigit() or int(count) < 1 or not set(extras) <= {"greedy", "distinct"}:
             raise VrmError(f"strategy {spec!r}: give the number of candidates, e.g. {name}:4 "
-                           f"(or {name}:4+greedy: the first candidate greedy, the rest sampled)")
-        return beams[name](int(count), temperature, seed, greedy_first=bool(plus))
+                           f"(or {name}:4+greedy: the first candidate greedy, the rest sampled; "
+                           f"+distinct: no candidate repeats another where the model hesitates)")
+        if not 0 < distinct < 1:
+            raise VrmError(f"distinct {distinct!r}: the probability at which candidates branch must lie in (0, 1)")
+        return beams[name](int(count), temperature, seed, greedy_first="greedy" in extras,
+                           distinct=distinct if "distinct" in extras else 0.0)
     raise VrmError(f"unknown search strategy {spec!r}; known strategies: {', '.join(STRATEGIES)}")
 
 
