@@ -103,8 +103,9 @@ def main() -> None:
                     help="which searches to run beside greedy, comma-separated")
     ap.add_argument("--include-greedy", action="store_true",
                     help="each search's first candidate is the greedy one (strategy N+greedy)")
-    ap.add_argument("--distinct", type=float, default=None,
-                    help="candidates branch apart where the model gives other tokens this much (strategy N+distinct)")
+    ap.add_argument("--distinct", default="0",
+                    help="comma-separated masses at which candidates branch apart (strategy N+distinct; 0 = plain "
+                         "sampling): each search runs with each, side by side")
     ap.add_argument("--temperatures", default=str(DEFAULT_TEMPERATURE),
                     help="what the sampled candidates sample at, comma-separated: each search runs at each")
     ap.add_argument("--scorers", default="judge,likelihood",
@@ -135,11 +136,14 @@ def main() -> None:
     print(f"{args.model or 'embedded model'} on {n} {args.task} questions, format {fmt.name}, "
           f"{max_new} new tokens at most, threads {args.threads}", flush=True)
 
-    plus = ("+greedy" if args.include_greedy else "") + ("+distinct" if args.distinct else "")
+    plus = "+greedy" if args.include_greedy else ""
+    masses = [float(d) for d in args.distinct.split(",")]
+    variants = [("", {}) if d == 0 else ("+distinct" + (f"{d:g}" if len(masses) > 1 else ""), {"distinct": d})
+                for d in masses]  # (row-name suffix, get_strategy arguments)
     plan = [("greedy", "-", get_strategy("greedy"))] + [
-        (f"{kind}:{b}{plus}{at(t)}", sc, get_strategy(f"{kind}:{b}{plus}", temperature=t,
-                                                      **({"distinct": args.distinct} if args.distinct else {})))
-        for b in beams for sc in scorers for kind in kinds for t in temperatures]
+        (f"{kind}:{b}{plus}{v}{at(t)}", sc, get_strategy(f"{kind}:{b}{plus}{'+distinct' if kw else ''}", temperature=t, **kw))
+        for b in beams for sc in scorers for kind in kinds for v, kw in variants for t in temperatures]
+    plus += variants[0][0]  # the speed comparison and the report take the first variant
     rows, runs, kept = [], [], {}
     for strategy, scorer, search in plan:
         result = run_search(model, processor, queries, search, "likelihood" if scorer == "-" else scorer, fmt.name,
@@ -173,9 +177,10 @@ def main() -> None:
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
           " reference rows on %d question(s))" % ref_n)
     accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
-    for sc, t in [(sc, t) for sc in scorers for t in temperatures] if "stage_beam" in kinds else []:
-        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{plus}{at(t)}", sc)] - accuracy[("greedy", "-")])
-        print(f"stage beam N={max(beams)}{plus}{at(t)} ({sc}) vs greedy: {gain:+.1f} points")
+    base = plus.removesuffix(variants[0][0])
+    for sc, v, t in [(sc, v, t) for sc in scorers for v, _ in variants for t in temperatures] if "stage_beam" in kinds else []:
+        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{base}{v}{at(t)}", sc)] - accuracy[("greedy", "-")])
+        print(f"stage beam N={max(beams)}{base}{v}{at(t)} ({sc}) vs greedy: {gain:+.1f} points")
     per_q = {(s, sc): st.seconds / m for s, sc, _, st, m in rows}
     for b in beams:
         ours = per_q.get((f"stage_beam:{b}{plus}{at(temperatures[0])}", "judge"))

@@ -247,7 +247,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--format", help="default: the model's own (config.answer_format), else direct")
     e.add_argument("--search", default="greedy",
                    help="greedy, sample[:T], best_of:N, sentence_beam:N or stage_beam:N (needs --format stages); "
-                        "N+greedy: the first candidate greedy")
+                        "N+greedy: the first candidate greedy; N+distinct (or N+greedy+distinct): no candidate "
+                        "repeats another where the model gives other tokens 0.1 of its probability")
     e.add_argument("--scorer", default="likelihood",
                    help="how search picks a candidate: likelihood, judge, consensus, reward:pkg.module:function, "
                         "verifier (oracle)")
