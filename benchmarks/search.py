@@ -170,12 +170,12 @@ def main() -> None:
         print(f"  {'reference:%d' % b:22s} {'judge':10s} {100 * summary['accuracy']:5.1f}%  {stats.seconds:7.1f}s", flush=True)
 
     print(f"\n{'strategy':22s} {'scorer':10s} {'acc':>6s} {'seconds':>8s} {'s/q':>6s} {'tokens':>7s} {'forwards':>8s} "
-          f"{'images':>6s} {'encoded':>8s} {'judged':>6s}")
+          f"{'images':>6s} {'encoded':>8s} {'judged':>6s} {'repeats':>7s}")
     for strategy, scorer, acc, st, m in rows:
         print(f"{strategy:22s} {scorer:10s} {100 * acc:5.1f}% {st.seconds:8.1f} {st.seconds / m:6.2f} {st.tokens:7d} "
-              f"{st.forwards:8d} {st.images:6d} {st.encoded:8d} {st.comparisons:6d}")
+              f"{st.forwards:8d} {st.images:6d} {st.encoded:8d} {st.comparisons:6d} {st.repeats:7d}")
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
-          " reference rows on %d question(s))" % ref_n)
+          " repeats: candidates identical to an earlier one of their step; reference rows on %d question(s))" % ref_n)
     accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
     base = plus.removesuffix(variants[0][0])
     for sc, v, t in [(sc, v, t) for sc in scorers for v, _ in variants for t in temperatures] if "stage_beam" in kinds else []:

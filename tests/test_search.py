@@ -123,6 +123,9 @@ def test_distinct_candidates_branch_where_the_model_hesitates(loaded, clevr):
         assert len({tuple(c.ids) for c in plain[4 * q:4 * q + 4]}) == 1
         assert plain[4 * q].ids == apart[4 * q].ids  # the greedy row is untouched
         assert len({c.ids[0] for c in apart[4 * q:4 * q + 4]}) == 4  # any other token holds more than 1e-9
+    cold = {spec: run_search(model, processor, qs, get_strategy(spec, temperature=1e-4, distinct=1e-9), PickFirst(),
+                             "direct", 12).stats.repeats for spec in ("best_of:4+greedy", "best_of:4+greedy+distinct")}
+    assert cold == {"best_of:4+greedy": 2 * 3, "best_of:4+greedy+distinct": 0}  # 3 repeats of greedy per question
     strategy = get_strategy("stage_beam:4+greedy+distinct", distinct=0.2)
     assert (strategy.greedy_first, strategy.distinct) == (True, 0.2)
     assert get_strategy("stage_beam:4+greedy").distinct == 0.0

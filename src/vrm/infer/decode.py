@@ -40,6 +40,8 @@ class Stats:
             extend, judge prompts): the cost that a shared cache saves.
         images: images run through the vision tower.
         comparisons: pairwise judge comparisons.
+        repeats: candidates that repeat an earlier candidate of the same choice word for word
+            (samples spent on nothing new).
         seconds: wall time.
     """
 
@@ -48,6 +50,7 @@ class Stats:
     encoded: int = 0
     images: int = 0
     comparisons: int = 0
+    repeats: int = 0
     seconds: float = 0.0
 
     def add(self, other: "Stats") -> None:

@@ -65,6 +65,7 @@ class Search:
 
     def pick(self, choices: list[Choice]) -> list[int]:
         """The scorer's winners; a single candidate wins without asking the scorer."""
+        self.stats.repeats += sum(len(c.candidates) - len({x.text for x in c.candidates}) for c in choices)
         if all(len(c.candidates) == 1 for c in choices):
             return [0] * len(choices)
         return self.scorer.pick(self.model, self.processor, choices, self.stats)
