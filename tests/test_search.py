@@ -360,9 +360,9 @@ def test_every_strategy_and_scorer_runs_in_eval(loaded, clevr):
     task, samples = clevr
     pairs = [(task, s) for s in samples[:2]]
     for search, scorer in [("best_of:2", "judge"), ("sentence_beam:2", "likelihood"), ("stage_beam:2", "verifier"),
-                           ("stage_beam:2", "consensus")]:
+                           ("stage_beam:2", "consensus"), ("stage_beam:2+greedy+distinct", "likelihood")]:
         summary, records = evaluate(model, processor, pairs, "stages", max_new_tokens=16, progress=False,
                                     search=search, scorer=scorer)
         assert summary["n"] == 2 and all(isinstance(r["output"], str) for r in records)
-        if search == "stage_beam:2":
+        if search.startswith("stage_beam"):
             assert all(list(r["stages"]) == list(STAGES) for r in records)
