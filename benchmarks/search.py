@@ -143,7 +143,7 @@ def main() -> None:
     plan = [("greedy", "-", get_strategy("greedy"))] + [
         (f"{kind}:{b}{plus}{v}{at(t)}", sc, get_strategy(f"{kind}:{b}{plus}{'+distinct' if kw else ''}", temperature=t, **kw))
         for b in beams for sc in scorers for kind in kinds for v, kw in variants for t in temperatures]
-    plus += variants[0][0]  # the speed comparison and the report take the first variant
+    first = plus + variants[0][0]  # the variant the speed comparison and the report take
     rows, runs, kept = [], [], {}
     for strategy, scorer, search in plan:
         result = run_search(model, processor, queries, search, "likelihood" if scorer == "-" else scorer, fmt.name,
@@ -177,13 +177,12 @@ def main() -> None:
     print("(tokens: sampled; encoded: prompt/prefix tokens run through the model; images: vision-tower passes;"
           " repeats: candidates identical to an earlier one of their step; reference rows on %d question(s))" % ref_n)
     accuracy = {(s, sc): a for s, sc, a, _, _ in rows}
-    base = plus.removesuffix(variants[0][0])
     for sc, v, t in [(sc, v, t) for sc in scorers for v, _ in variants for t in temperatures] if "stage_beam" in kinds else []:
-        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{base}{v}{at(t)}", sc)] - accuracy[("greedy", "-")])
-        print(f"stage beam N={max(beams)}{base}{v}{at(t)} ({sc}) vs greedy: {gain:+.1f} points")
+        gain = 100 * (accuracy[(f"stage_beam:{max(beams)}{plus}{v}{at(t)}", sc)] - accuracy[("greedy", "-")])
+        print(f"stage beam N={max(beams)}{plus}{v}{at(t)} ({sc}) vs greedy: {gain:+.1f} points")
     per_q = {(s, sc): st.seconds / m for s, sc, _, st, m in rows}
     for b in beams:
-        ours = per_q.get((f"stage_beam:{b}{plus}{at(temperatures[0])}", "judge"))
+        ours = per_q.get((f"stage_beam:{b}{first}{at(temperatures[0])}", "judge"))
         ref = per_q.get((f"reference:{b}", "judge"))
         if ours and ref:
             print(f"stage beam vs reference (N={b}, judge): {ref / ours:.1f}x faster")
@@ -191,7 +190,7 @@ def main() -> None:
     if args.report:
         from vrm.eval.report import write_report
 
-        key = (f"stage_beam:{max(beams)}{plus}{at(temperatures[0])}", scorers[0])
+        key = (f"stage_beam:{max(beams)}{first}{at(temperatures[0])}", scorers[0])
         summary, records = kept.get(key, kept[("greedy", "-")])
         path = write_report(Path(args.report) / "search.html", summary, records, {s.id: s.image for _, s in pairs},
                             f"vrm search benchmark: {key[0]} {key[1]} (gallery), all runs in the plot", runs=runs)

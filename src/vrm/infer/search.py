@@ -259,7 +259,7 @@ def get_strategy(spec: str, temperature: float = DEFAULT_TEMPERATURE, seed: int 
             raise VrmError(f"strategy {spec!r}: give the number of candidates, e.g. {name}:4 "
                            f"(or {name}:4+greedy: the first candidate greedy, the rest sampled; "
                            f"+distinct: no candidate repeats another where the model hesitates)")
-        if not 0 < distinct < 1:
+        if "distinct" in extras and not 0 < distinct < 1:
             raise VrmError(f"distinct {distinct!r}: the probability at which candidates branch must lie in (0, 1)")
         return beams[name](int(count), temperature, seed, greedy_first="greedy" in extras,
                            distinct=distinct if "distinct" in extras else 0.0)
